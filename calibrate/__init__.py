@@ -1,0 +1,1 @@
+"""Calibrate: measure each head's visual attention share S_v and select heads."""

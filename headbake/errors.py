@@ -1,0 +1,11 @@
+"""One exception type for every mistake a user can make.
+
+The CLI turns it into a single ``Error: ...`` line and a non-zero exit, so
+anything raised as ``HeadbakeError`` must read well on its own.
+"""
+
+
+class HeadbakeError(Exception):
+    """A problem with the user's input or environment (not a bug)."""
+
+    exit_code = 2
