@@ -1,0 +1,174 @@
+"""Stream a checkpoint to a baked copy: clone every file, then patch the o_proj bytes in place.
+
+Because the fold keeps each tensor's dtype and shape, every edited tensor
+occupies exactly the same byte range in the output. So the output is the
+source cloned file by file (headers, tensor order, metadata and shard layout
+untouched) with only the edited ranges rewritten; peak memory is one o_proj
+tensor, and on copy-on-write filesystems the new disk is only the patches.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headbake.bake.clone import clone_file
+from headbake.bake.fold import fold_bytes
+from headbake.bake.output_dir import atomic_directory, check_target
+from headbake.checkpoint import open_checkpoint, read_json
+from headbake.errors import HeadbakeError
+from headbake.gains import load_gains, validate_gains, write_json_atomic
+from headbake.hashing import sha256_bytes, sha256_files
+from headbake.modelinfo import load_model_info, o_proj_targets
+from headbake.provenance import FORMAT, RECORD, now, versions
+
+
+@dataclass
+class BakeResult:
+    out: Path
+    edited_tensors: int
+    edited_heads: int
+    copy_methods: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    record: dict = field(default_factory=dict)
+
+
+def _pread_exact(fd: int, n: int, offset: int) -> bytes:
+    buf = os.pread(fd, n, offset)
+    if len(buf) != n:
+        raise HeadbakeError(f"short read at byte {offset}: the file changed or is truncated")
+    return buf
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def bake_checkpoint(
+    src,
+    gains,
+    out,
+    *,
+    overwrite: bool = False,
+    force: bool = False,
+    source: dict | None = None,
+    checksums: bool = False,
+    progress: bool = True,
+) -> BakeResult:
+    """Bake ``gains`` (a gains-file path or document) from checkpoint ``src`` into ``out``.
+
+    Everything is validated before the first byte is written; the output
+    appears only when complete (see ``output_dir.atomic_directory``).
+    """
+    t0 = time.perf_counter()
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise HeadbakeError(f"source checkpoint directory not found: {src}")
+    info = load_model_info(src)
+    ckpt = open_checkpoint(src)
+    targets = o_proj_targets(info, ckpt)
+    if isinstance(gains, (str, os.PathLike)):
+        doc = load_gains(gains, info)
+    else:
+        doc = dict(gains)
+        doc["gains"] = validate_gains(doc.get("gains"), info.num_layers, info.num_heads)
+    previous = None
+    if (src / RECORD).exists():
+        if not force:
+            raise HeadbakeError(
+                f"{src} is already baked (it has {RECORD}); baking again compounds the gains. Pass --force if you mean it"
+            )
+        previous = read_json(src / RECORD, RECORD)
+    check_target(out, overwrite, protected=[src])
+
+    tensors = ckpt.tensors
+    by_shard: dict[str, list] = {}
+    for t in targets:
+        if any(g != 1.0 for g in doc["gains"][t.layer]):
+            by_shard.setdefault(tensors[t.weight].file, []).append(t)
+
+    others = [f for f in ckpt.other_files() if f != RECORD]
+    total = sum(s.size for s in ckpt.shards.values())
+    edited = []
+    methods: Counter = Counter()
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        for rel in others:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            methods[clone_file(str(src / rel), str(tmp / rel))] += 1
+        if ckpt.index_file:
+            methods[clone_file(str(src / ckpt.index_file), str(tmp / ckpt.index_file))] += 1
+        with _progress(total, progress, "bake") as bar:
+            for name, shard in ckpt.shards.items():
+                methods[clone_file(str(shard.path), str(tmp / name))] += 1
+                patches = sorted(by_shard.get(name, []), key=lambda t: tensors[t.weight].start)
+                if patches:
+                    sfd = os.open(shard.path, os.O_RDONLY)
+                    dfd = os.open(tmp / name, os.O_WRONLY)
+                    try:
+                        for t in patches:
+                            e = tensors[t.weight]
+                            row = doc["gains"][t.layer]
+                            before = _pread_exact(sfd, e.nbytes, e.start)
+                            after = fold_bytes(before, e.dtype, e.shape, row, info.head_dim)
+                            _pwrite_all(dfd, after, e.start)
+                            edited.append({
+                                "tensor": t.weight, "file": name, "layer": t.layer,
+                                "heads": {str(h): g for h, g in enumerate(row) if g != 1.0},
+                                "sha256_before": sha256_bytes(before), "sha256_after": sha256_bytes(after),
+                            })
+                    finally:
+                        os.close(sfd)
+                        os.close(dfd)
+                bar.update(shard.size)
+
+        files = {}
+        rels = others + sorted(ckpt.weight_files())
+        digests_src = digests_out = {}
+        if checksums:
+            nbytes = 2 * sum((src / r).stat().st_size for r in rels)
+            with _progress(nbytes, progress, "sha256") as bar:
+                digests_src = sha256_files([src / r for r in rels], bar)
+                digests_out = sha256_files([tmp / r for r in rels], bar)
+        else:
+            small = [r for r in others]
+            digests_src = sha256_files([src / r for r in small])
+            digests_out = sha256_files([tmp / r for r in small])
+        for r in rels:
+            files[r] = {
+                "size": (tmp / r).stat().st_size,
+                "sha256": digests_out.get(str(tmp / r)),
+                "source_sha256": digests_src.get(str(src / r)),
+            }
+        record = {
+            "format": FORMAT,
+            **versions(),
+            "created": now(),
+            "source": {"id": str(src), "revision": None, **(source or {}), "path": str(src.resolve())},
+            "model": info.identity(),
+            "gains": doc,
+            "edited": edited,
+            "files": files,
+            "verification": None,
+            "command": None,
+        }
+        if previous is not None:
+            record["previous_bake"] = previous
+        write_json_atomic(tmp / RECORD, record)
+    return BakeResult(
+        out=out, edited_tensors=len(edited), edited_heads=sum(len(e["heads"]) for e in edited),
+        copy_methods=methods, seconds=time.perf_counter() - t0, record=record,
+    )

@@ -1,0 +1,69 @@
+"""``headbake verify``: both verification levels, a summary, and the optional provenance update."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from headbake.checkpoint import read_json
+from headbake.errors import HeadbakeError
+from headbake.gains import load_gains, write_json_atomic
+from headbake.modelinfo import load_model_info
+from headbake.provenance import RECORD
+
+
+def _gains_for(baked: Path, gains_file, info):
+    if gains_file:
+        return load_gains(gains_file, info)["gains"]
+    if not (baked / RECORD).is_file():
+        raise HeadbakeError(f"{baked} has no {RECORD}; pass --gains to say which gains to check")
+    from headbake.gains import validate_gains
+
+    doc = read_json(baked / RECORD, RECORD).get("gains") or {}
+    return validate_gains(doc.get("gains"), info.num_layers, info.num_heads, f"{baked / RECORD}")
+
+
+def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, new_tokens=8, device="auto",
+               device_map=None, trust_remote_code=False, progress=True, record=False) -> dict:
+    from headbake.bake.verify_tensors import verify_tensors
+
+    src, baked = Path(src), Path(baked)
+    for p, what in ((src, "source"), (baked, "baked")):
+        if not p.is_dir():
+            raise HeadbakeError(f"{what} directory not found: {p}")
+    info = load_model_info(src)
+    gains = _gains_for(baked, gains_file, info)
+    tensor = verify_tensors(src, baked, gains, progress=progress)
+    summary = [
+        f"tensors: {'ok' if tensor['passed'] else 'FAILED'} — {tensor['files_compared']} files compared, "
+        f"{tensor['edited_bit_exact']}/{tensor['edited_tensors']} edited o_proj bit-exact, "
+        f"all other bytes {'identical' if tensor['passed'] else 'checked'}"
+    ] + [f"  - {p}" for p in tensor["problems"]]
+    model = None
+    if not tensors_only:
+        from headbake.bake.verify_model import verify_model
+
+        model = verify_model(src, baked, gains, info=info, samples=samples, new_tokens=new_tokens, device=device,
+                             device_map=device_map, trust_remote_code=trust_remote_code, progress=progress)
+        summary.append(
+            f"model ({model['dtype']}, {model['samples']} image+text inputs): baked vs hooked max|dlogit| "
+            f"{model['max_abs_logit']:.3g} (limit {model['limits']['max_abs_logit']:.3g}), KL mean "
+            f"{model['kl_mean']:.3g} max {model['kl_max']:.3g} (limit {model['limits']['kl_max']:.3g}), top-1 "
+            f"{model['top1_agreement']:.1%}, greedy {model['greedy_match']:.1%} of {model['greedy_tokens']} tokens"
+        )
+        summary.append(
+            f"  noise floor (hooked {model['dtype']} vs {model['noise_floor']['reference_dtype']}): max|dlogit| "
+            f"{model['noise_floor']['max_abs_logit']:.3g}, KL max {model['noise_floor']['kl_max']:.3g}; "
+            f"effect (hooked vs original): max|dlogit| {model['effect']['max_abs_logit']:.3g}, "
+            f"KL mean {model['effect']['kl_mean']:.3g}"
+        )
+    passed = tensor["passed"] and (model is None or model["passed"])
+    report = {"passed": passed, "tensor": tensor, "model": model, "summary": summary}
+    if record:
+        rec_path = baked / RECORD
+        rec = read_json(rec_path, RECORD)
+        rec["verification"] = {k: v for k, v in report.items() if k != "summary"}
+        rec["verification"]["tensor"] = {k: v for k, v in tensor.items() if k != "files"}
+        for rel, h in tensor["files"].items():
+            rec.setdefault("files", {})[rel] = h
+        write_json_atomic(rec_path, rec)
+    return report

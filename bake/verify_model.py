@@ -1,0 +1,172 @@
+"""Model-level verification: the source with the runtime hook vs the baked checkpoint, as plain transformers loads it.
+
+Only one model is in memory at a time: the source is run (vanilla, hooked,
+hooked at a wider reference dtype), its logits kept for the last few
+positions only, and freed before the baked model is loaded.
+
+Pass rule (the noise floor comes from the same run): baked-vs-hooked may be
+no further apart than ``FLOOR_FACTOR`` x the distance between the hooked
+model in its stored dtype and the hooked model in the reference dtype
+(float32 for bf16/fp16 checkpoints, float64 for float32 ones), plus a tiny
+absolute slack for exact ties. Both max |delta logit| and max KL must pass.
+The effect size (hooked vs vanilla) is reported so a reader can see the
+bake changed something the rounding cannot explain.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+from headbake.errors import HeadbakeError
+
+FLOOR_FACTOR = 2.0
+ABS_SLACK = {"max_abs_logit": 1e-5, "kl_max": 1e-9}
+
+
+def _device(device: str):
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _load(path, info, dtype, device, device_map, trust_remote_code):
+    import transformers
+
+    cls = getattr(transformers, info.arch.get("auto_class", "AutoModelForCausalLM"))
+    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+    if device_map:
+        kwargs["device_map"] = device_map
+    try:
+        model = cls.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError) as e:
+        raise HeadbakeError(f"cannot load {path} with transformers: {str(e).splitlines()[0]}") from None
+    if not device_map:
+        model.to(device)
+    return model.eval()
+
+
+def _inputs(path, info, samples: int, trust_remote_code: bool):
+    """Real image+text prompts through the model's own processor (token ids for text-only models)."""
+    import torch
+
+    from headbake.prompts import build_inputs
+    from headbake.samples import synthetic_samples
+
+    if info.arch.get("multimodal"):
+        from transformers import AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, ImportError) as e:
+            raise HeadbakeError(f"cannot load the processor of {path}: {str(e).splitlines()[0]}") from None
+        return dict(build_inputs(processor, synthetic_samples(samples, seed=1234))), getattr(processor, "tokenizer", None)
+    g = torch.Generator().manual_seed(1234)
+    vocab = int(info.config.get("vocab_size") or info.config.get("text_config", {}).get("vocab_size", 1000))
+    ids = torch.randint(0, vocab, (samples, 32), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, None
+
+
+def _run(model, inputs, positions: int, new_tokens: int, pad_id):
+    import torch
+
+    dev = next(model.parameters()).device
+    batch = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in inputs.items()}
+    with torch.no_grad():
+        logits = model(**batch).logits[:, -positions:].float().cpu()
+        gen = None
+        if new_tokens:
+            out = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                 pad_token_id=pad_id)
+            gen = out[:, batch["input_ids"].shape[1]:].cpu()
+    return logits, gen
+
+
+def compare_logits(a, b) -> dict:
+    """Distances between two logit tensors ``[batch, positions, vocab]``; KL is KL(a || b)."""
+    import torch
+
+    a64, b64 = a.double(), b.double()
+    la, lb = torch.log_softmax(a64, -1), torch.log_softmax(b64, -1)
+    kl = (la.exp() * (la - lb)).sum(-1)
+    return {
+        "max_abs_logit": float((a64 - b64).abs().max()),
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "top1_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean()),
+    }
+
+
+def greedy_match(a, b) -> float:
+    """Mean fraction of each sequence's tokens before the first divergence."""
+    if a is None or b is None:
+        return float("nan")
+    same = (a == b).int().cumprod(-1)
+    return float(same.sum(-1).float().mean() / a.shape[1])
+
+
+def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=16, device="auto",
+                 device_map=None, trust_remote_code=False, progress=True) -> dict:
+    import torch
+
+    from headbake.bake.hook import apply_gains
+
+    device = _device(device)
+    inputs, tok = _inputs(src, info, samples, trust_remote_code)
+    pad_id = getattr(tok, "pad_token_id", None) if tok is not None else 0
+    steps = ["load source", "vanilla", "hooked", "reference dtype", "load baked", "baked"]
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(steps, desc="verify model", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar.set_postfix_str(steps[0])
+    model = _load(src, info, "auto", device, device_map, trust_remote_code)
+    stored = next(model.parameters()).dtype
+    ref_dtype = torch.float64 if stored == torch.float32 else torch.float32
+    bar.update()
+    vanilla, _ = _run(model, inputs, positions, 0, pad_id)
+    bar.update()
+    with apply_gains(model, gains):
+        hooked, gen_h = _run(model, inputs, positions, new_tokens, pad_id)
+        bar.update()
+        if device_map:
+            model.to(ref_dtype)
+        else:
+            model.to(dtype=ref_dtype)
+        reference, _ = _run(model, inputs, positions, 0, pad_id)
+    bar.update()
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    model = _load(baked, info, "auto", device, device_map, trust_remote_code)
+    bar.update()
+    baked_logits, gen_b = _run(model, inputs, positions, new_tokens, pad_id)
+    bar.update()
+    bar.close()
+    del model
+    gc.collect()
+
+    res = compare_logits(hooked, baked_logits)
+    floor = compare_logits(reference, hooked)
+    effect = compare_logits(hooked, vanilla)
+    limit_abs = FLOOR_FACTOR * floor["max_abs_logit"] + ABS_SLACK["max_abs_logit"]
+    limit_kl = FLOOR_FACTOR * floor["kl_max"] + ABS_SLACK["kl_max"]
+    passed = res["max_abs_logit"] <= limit_abs and res["kl_max"] <= limit_kl
+    return {
+        "dtype": str(stored).replace("torch.", ""),
+        "device": device if not device_map else f"device_map={device_map}",
+        "samples": samples,
+        "positions": positions,
+        **res,
+        "greedy_match": greedy_match(gen_h, gen_b),
+        "greedy_tokens": new_tokens,
+        "noise_floor": {"reference_dtype": str(ref_dtype).replace("torch.", ""), **floor},
+        "effect": effect,
+        "limits": {"max_abs_logit": limit_abs, "kl_max": limit_kl},
+        "rule": f"baked vs hooked <= {FLOOR_FACTOR:g} x (hooked {stored} vs hooked {ref_dtype}) + slack, "
+                "for max |delta logit| and max KL",
+        "passed": passed,
+    }
