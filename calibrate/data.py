@@ -1,0 +1,169 @@
+"""Calibration samples: the embedded synthetic set, a JSONL file, or a Hugging Face dataset.
+
+Every image is decoded when the data is loaded, so an unreadable image stops
+the run before the model is even loaded, with the line that named it. The
+fingerprint (sha256 over each image's PNG bytes and each question, in order)
+goes into the gains file, so a calibration can be matched to its data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from headbake.errors import HeadbakeError
+from headbake.samples import Sample, synthetic_samples
+
+EMBEDDED_DEFAULT_SAMPLES = 64
+EMBEDDED_SEED = 0
+
+
+@dataclass
+class CalibrationData:
+    name: str
+    samples: list  # of headbake.samples.Sample; .image is a PIL image or a list of them
+    origins: list  # per sample, where it came from (for error messages)
+    note: str | None = None  # e.g. fewer samples than asked for
+
+
+def embedded(n: int | None = None) -> CalibrationData:
+    """The shipped set: charts, geometry figures and counting scenes drawn from a fixed seed."""
+    n = EMBEDDED_DEFAULT_SAMPLES if n is None else n
+    samples = synthetic_samples(n, seed=EMBEDDED_SEED)
+    return CalibrationData(
+        f"headbake-synthetic(seed={EMBEDDED_SEED})", samples, [f"embedded sample {i}" for i in range(n)]
+    )
+
+
+def _open_image(path: Path, where: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise HeadbakeError(f"{where}: image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise HeadbakeError(f"{where}: cannot read image {path} ({type(e).__name__}: {e})") from None
+
+
+def load_jsonl(path, limit: int | None = None) -> CalibrationData:
+    """``{"image": path | [paths], "question": str}`` per line; image paths relative to the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HeadbakeError(f"data file not found: {path}") from None
+    except IsADirectoryError:
+        raise HeadbakeError(f"data file is a directory: {path}") from None
+    except UnicodeDecodeError as e:
+        raise HeadbakeError(f"data file is not UTF-8 text: {path} ({e})") from None
+    samples, origins = [], []
+    total = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {lineno}"
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            raise HeadbakeError(f"{where}: not valid JSON ({e})") from None
+        if not isinstance(rec, dict):
+            raise HeadbakeError(f"{where}: expected a JSON object with \"image\" and \"question\"")
+        q = rec.get("question")
+        if not isinstance(q, str) or not q.strip():
+            raise HeadbakeError(f"{where}: \"question\" must be a non-empty string")
+        img = rec.get("image")
+        paths = img if isinstance(img, list) else [img]
+        if not paths or not all(isinstance(p, str) and p for p in paths):
+            raise HeadbakeError(f"{where}: \"image\" must be a path or a non-empty list of paths")
+        total += 1
+        if limit is not None and len(samples) >= limit:
+            continue  # keep validating JSON, but do not decode images we will not use
+        images = [_open_image((path.parent / p) if not Path(p).is_absolute() else Path(p), where) for p in paths]
+        samples.append(Sample(images[0] if len(images) == 1 else images, q, "jsonl"))
+        origins.append(where)
+    if not samples:
+        raise HeadbakeError(f"data file has no samples: {path}")
+    note = None
+    if limit is not None and total < limit:
+        note = f"asked for {limit} samples, {path} has {total}"
+    return CalibrationData(str(path), samples, origins, note)
+
+
+def _hf_image(value, where):
+    """A datasets image cell: PIL image, {"bytes"/"path"} dict, path string, or a list of those."""
+    from PIL import Image
+
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise HeadbakeError(f"{where}: empty image list")
+        out = [_hf_image(v, where) for v in value]
+        return out[0] if len(out) == 1 else out
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            try:
+                with Image.open(io.BytesIO(value["bytes"])) as im:
+                    return im.convert("RGB")
+            except Exception as e:  # noqa: BLE001 - any decoder failure is a bad sample
+                raise HeadbakeError(f"{where}: cannot decode image bytes ({type(e).__name__}: {e})") from None
+        if value.get("path"):
+            return _open_image(Path(value["path"]), where)
+    if isinstance(value, str):
+        return _open_image(Path(value), where)
+    raise HeadbakeError(f"{where}: unsupported image value of type {type(value).__name__}")
+
+
+def load_hf_dataset(name: str, split: str, image_column: str, question_column: str, limit: int | None) -> CalibrationData:
+    """Rows of a Hugging Face dataset (needs the optional ``datasets`` package)."""
+    try:
+        import datasets
+    except ImportError:
+        raise HeadbakeError("--dataset needs the optional 'datasets' package: pip install 'headbake[datasets]'") from None
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:  # noqa: BLE001 - datasets raises many types; report in one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HeadbakeError(f"cannot load dataset {name!r} split {split!r}: {msg}") from None
+    for col in (image_column, question_column):
+        if col not in ds.column_names:
+            raise HeadbakeError(f"dataset {name!r} has no column {col!r} (columns: {', '.join(ds.column_names)})")
+    n = len(ds) if limit is None else min(limit, len(ds))
+    if n == 0:
+        raise HeadbakeError(f"dataset {name!r} split {split!r} has no rows")
+    samples, origins = [], []
+    for i in range(n):
+        row = ds[i]
+        where = f"dataset {name} [{split}] row {i}"
+        q = row[question_column]
+        if not isinstance(q, str) or not q.strip():
+            raise HeadbakeError(f"{where}: column {question_column!r} must hold a non-empty string")
+        samples.append(Sample(_hf_image(row[image_column], where), q, "dataset"))
+        origins.append(where)
+    note = f"asked for {limit} samples, the split has {len(ds)}" if limit is not None and len(ds) < limit else None
+    return CalibrationData(f"hf:{name}[{split}]", samples, origins, note)
+
+
+def _png_digest(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return hashlib.sha256(buf.getvalue()).digest()
+
+
+def fingerprint(samples) -> str:
+    """sha256 over each image's PNG bytes and question, in order.
+
+    Equal to ``headbake.samples.fingerprint`` for single-image samples;
+    multi-image samples hash each image in turn.
+    """
+    h = hashlib.sha256()
+    for s in samples:
+        for im in s.image if isinstance(s.image, (list, tuple)) else [s.image]:
+            h.update(_png_digest(im))
+        h.update(s.question.encode())
+    return h.hexdigest()
