@@ -21,11 +21,12 @@ def fold_columns(weight, gains, head_dim: int):
     if weight.shape[1] != len(gains) * head_dim:
         raise ValueError(f"o_proj has {weight.shape[1]} input columns, expected {len(gains)} x {head_dim}")
     out = weight.clone()
+    wide = torch.promote_types(weight.dtype, torch.float32)
     for h, g in enumerate(gains):
         if g == 1.0:
             continue
         cols = slice(h * head_dim, (h + 1) * head_dim)
-        out[:, cols] = (weight[:, cols].to(torch.float32) * float(g)).to(weight.dtype)
+        out[:, cols] = (weight[:, cols].to(wide) * float(g)).to(weight.dtype)
     return out
 
 

@@ -2,7 +2,7 @@
 
 This is the reference the bake is verified against. Each decoder layer's
 ``o_proj`` input is ``concat(head_0 .. head_{H-1})``; the hook multiplies head
-h's slice by its gain (in float32, rounded once to the activation dtype, so a
+h's slice by its gain (in at least float32, rounded once to the activation dtype, so a
 gain of 1.16 is not first rounded to bfloat16's 1.15625).
 
 Usage::
@@ -74,15 +74,16 @@ def apply_gains(model, gains, runtime_paths=None) -> GainsHandle:
             raise HeadbakeError(f"o_proj in_features {width} is not a multiple of {len(row)} heads")
         if all(g == 1.0 for g in row):
             continue
-        scale = torch.tensor(row, dtype=torch.float32).repeat_interleave(width // len(row))
+        scale = torch.tensor(row, dtype=torch.float64).repeat_interleave(width // len(row))
         cache = {}
 
         def pre_hook(module, args, _scale=scale, _cache=cache):
             x = args[0]
-            s = _cache.get(x.device)
+            key = (x.device, x.dtype)
+            s = _cache.get(key)
             if s is None:
-                s = _cache[x.device] = _scale.to(x.device)
-            return ((x.to(torch.float32) * s).to(x.dtype),) + tuple(args[1:])
+                s = _cache[key] = _scale.to(x.device, torch.promote_types(x.dtype, torch.float32))
+            return ((x.to(s.dtype) * s).to(x.dtype),) + tuple(args[1:])
 
         handles.append(o_proj.register_forward_pre_hook(pre_hook))
     return GainsHandle(handles)

@@ -45,7 +45,7 @@ def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, ne
         model = verify_model(src, baked, gains, info=info, samples=samples, new_tokens=new_tokens, device=device,
                              device_map=device_map, trust_remote_code=trust_remote_code, progress=progress)
         summary.append(
-            f"model ({model['dtype']}, {model['samples']} image+text inputs): baked vs hooked max|dlogit| "
+            f"model ({model['dtype']}, {model['samples']} {model['inputs']} inputs): baked vs hooked max|dlogit| "
             f"{model['max_abs_logit']:.3g} (limit {model['limits']['max_abs_logit']:.3g}), KL mean "
             f"{model['kl_mean']:.3g} max {model['kl_max']:.3g} (limit {model['limits']['kl_max']:.3g}), top-1 "
             f"{model['top1_agreement']:.1%}, greedy {model['greedy_match']:.1%} of {model['greedy_tokens']} tokens"

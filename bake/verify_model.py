@@ -120,31 +120,43 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(steps, desc="verify model", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    bar = tqdm(total=len(steps), desc="verify model", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    def step():
+        bar.update()
+        if bar.n < len(steps):
+            bar.set_postfix_str(steps[bar.n])
+
     bar.set_postfix_str(steps[0])
     model = _load(src, info, "auto", device, device_map, trust_remote_code)
     stored = next(model.parameters()).dtype
     ref_dtype = torch.float64 if stored == torch.float32 else torch.float32
-    bar.update()
+    step()
     vanilla, _ = _run(model, inputs, positions, 0, pad_id)
-    bar.update()
+    step()
     with apply_gains(model, gains):
         hooked, gen_h = _run(model, inputs, positions, new_tokens, pad_id)
-        bar.update()
-        if device_map:
-            model.to(ref_dtype)
-        else:
-            model.to(dtype=ref_dtype)
+        step()
+        model.to(ref_dtype)
+        if ref_dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
+            # grouped_mm kernels have no float64 path; the eager expert loop is the same math.
+            try:
+                model.set_experts_implementation("eager")
+            except (ValueError, AttributeError):
+                pass
         reference, _ = _run(model, inputs, positions, 0, pad_id)
-    bar.update()
+    step()
     del model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     model = _load(baked, info, "auto", device, device_map, trust_remote_code)
-    bar.update()
+    step()
     baked_logits, gen_b = _run(model, inputs, positions, new_tokens, pad_id)
-    bar.update()
+    step()
     bar.close()
     del model
     gc.collect()
@@ -159,6 +171,7 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
         "dtype": str(stored).replace("torch.", ""),
         "device": device if not device_map else f"device_map={device_map}",
         "samples": samples,
+        "inputs": "image+text" if info.arch.get("multimodal") else "text",
         "positions": positions,
         **res,
         "greedy_match": greedy_match(gen_h, gen_b),

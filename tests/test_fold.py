@@ -1,0 +1,77 @@
+"""The fold math and the runtime hook agree, and untouched heads keep their bytes."""
+
+import pytest
+import torch
+
+from headbake.bake.fold import fold_bytes, fold_columns
+from headbake.bake.hook import apply_gains
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_fold_scales_only_the_heads_columns(dtype):
+    torch.manual_seed(0)
+    w = torch.randn(12, 4 * 8).to(dtype)
+    gains = [1.0, 1.3, 1.0, 1.16]
+    out = fold_columns(w, gains, 8)
+    assert out.dtype == dtype
+    assert torch.equal(out[:, 0:8], w[:, 0:8]) and torch.equal(out[:, 16:24], w[:, 16:24])
+    want = (w[:, 8:16].float() * 1.3).to(dtype)
+    assert torch.equal(out[:, 8:16], want)
+    assert not torch.equal(out[:, 24:32], w[:, 24:32])
+    assert torch.equal(w, w.clone())  # input untouched
+
+
+def test_fold_bytes_matches_tensor_fold():
+    w = torch.randn(6, 16).to(torch.bfloat16)
+    raw = w.view(torch.uint8).numpy().tobytes()
+    got = fold_bytes(raw, "BF16", (6, 16), [1.5, 1.0], 8)
+    assert len(got) == len(raw)
+    assert got[:0] == b""
+    back = torch.frombuffer(bytearray(got), dtype=torch.bfloat16).reshape(6, 16)
+    assert torch.equal(back, fold_columns(w, [1.5, 1.0], 8))
+
+
+def test_fold_rejects_wrong_width():
+    with pytest.raises(ValueError):
+        fold_columns(torch.zeros(4, 10), [1.0, 1.0], 4)
+
+
+class _Attn(torch.nn.Module):
+    def __init__(self, heads, d, hidden):
+        super().__init__()
+        self.o_proj = torch.nn.Linear(heads * d, hidden, bias=True)
+
+
+class _Layer(torch.nn.Module):
+    def __init__(self, *a):
+        super().__init__()
+        self.self_attn = _Attn(*a)
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self, layers=2, heads=3, d=4, hidden=5):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(_Layer(heads, d, hidden) for _ in range(layers))
+
+    def forward(self, x):
+        return torch.stack([layer.self_attn.o_proj(x) for layer in self.layers])
+
+
+def test_hook_equals_fold_in_float64_and_removes_cleanly():
+    torch.manual_seed(0)
+    model = _Toy().double()
+    x = torch.randn(7, 12, dtype=torch.float64)
+    gains = [[1.0, 1.3, 1.0], [1.16, 1.0, 2.0]]
+    plain = model(x)
+    with apply_gains(model, gains, runtime_paths=["layers"]):
+        hooked = model(x)
+    assert torch.equal(model(x), plain)  # hook removed
+    folded = _Toy().double()
+    folded.load_state_dict(model.state_dict())
+    for layer, row in zip(folded.layers, gains):
+        w = layer.self_attn.o_proj.weight
+        with torch.no_grad():
+            w.copy_(fold_columns(w, row, 4))
+    # the bias is not scaled: only the W x part changes
+    assert torch.allclose(folded(x), hooked, atol=1e-12, rtol=0)
+    assert not torch.allclose(hooked, plain)
