@@ -125,8 +125,10 @@ def load_hf_dataset(name: str, split: str, image_column: str, question_column: s
         import datasets
     except ImportError:
         raise HeadbakeError("--dataset needs the optional 'datasets' package: pip install 'headbake[datasets]'") from None
+    # Slice at load time ("train[:64]") so a large split is not fully prepared for a few samples.
+    wanted = f"{split}[:{limit}]" if limit is not None and "[" not in split else split
     try:
-        ds = datasets.load_dataset(name, split=split)
+        ds = datasets.load_dataset(name, split=wanted)
     except Exception as e:  # noqa: BLE001 - datasets raises many types; report in one line
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HeadbakeError(f"cannot load dataset {name!r} split {split!r}: {msg}") from None

@@ -102,11 +102,6 @@ def load_model(model_dir, info, o: CalibrateOptions, probe_method: str):
     cls = getattr(transformers, cls_name, None)
     if cls is None:
         raise HeadbakeError(f"transformers {transformers.__version__} has no {cls_name}")
-    if info.arch.get("remote_code") and not o.trust_remote_code:
-        raise HeadbakeError(
-            f"{info.arch.get('family', info.model_type)} needs the checkpoint's own Python code: "
-            "pass --trust-remote-code if you trust it"
-        )
     kwargs = dict(
         dtype="auto" if o.dtype == "auto" else getattr(torch, o.dtype),
         use_safetensors=True,
@@ -116,6 +111,10 @@ def load_model(model_dir, info, o: CalibrateOptions, probe_method: str):
     )
     if o.device_map:
         kwargs["device_map"] = o.device_map
+    if not o.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         model = cls.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError) as e:
@@ -169,6 +168,11 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
         raise HeadbakeError(f"model directory not found: {model_dir}")
     info = load_model_info(model_dir)
     method = probe_path(info.model_type) if o.method == "auto" else o.method
+    if info.arch.get("remote_code") and not o.trust_remote_code and model is None:
+        raise HeadbakeError(
+            f"{info.arch.get('family', info.model_type)} needs the checkpoint's own Python code: "
+            "pass --trust-remote-code if you trust it"
+        )
     params, preset_block = resolve(o.preset, o.overrides)
     warnings = list(validate_params(params, info.num_layers))
     ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids or visual_token_ids(info.config)
