@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
+
+
+def _fold_one(path, entry, gains, head_dim):
+    with open(path, "rb") as f:
+        before = _pread_exact(f.fileno(), entry.nbytes, entry.start)
+    after = fold_bytes(before, entry.dtype, entry.shape, gains, head_dim)
+    return after, {"sha256_before": sha256_bytes(before), "sha256_after": sha256_bytes(after)}
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -111,27 +119,25 @@ def bake_checkpoint(
             methods[clone_file(str(src / rel), str(tmp / rel))] += 1
         if ckpt.index_file:
             methods[clone_file(str(src / ckpt.index_file), str(tmp / ckpt.index_file))] += 1
-        with _progress(total, progress, "bake") as bar:
+        with _progress(total, progress, "bake") as bar, ThreadPoolExecutor(max_workers=1) as pool:
             for name, shard in ckpt.shards.items():
-                methods[clone_file(str(shard.path), str(tmp / name))] += 1
                 patches = sorted(by_shard.get(name, []), key=lambda t: tensors[t.weight].start)
+                # Fold this shard's o_proj tensors in a worker while the kernel clones the file.
+                folds = [pool.submit(_fold_one, shard.path, tensors[t.weight], doc["gains"][t.layer], info.head_dim)
+                         for t in patches]
+                methods[clone_file(str(shard.path), str(tmp / name))] += 1
                 if patches:
-                    sfd = os.open(shard.path, os.O_RDONLY)
                     dfd = os.open(tmp / name, os.O_WRONLY)
                     try:
-                        for t in patches:
-                            e = tensors[t.weight]
-                            row = doc["gains"][t.layer]
-                            before = _pread_exact(sfd, e.nbytes, e.start)
-                            after = fold_bytes(before, e.dtype, e.shape, row, info.head_dim)
+                        for t, fut in zip(patches, folds):
+                            e, after, digests = tensors[t.weight], *fut.result()
                             _pwrite_all(dfd, after, e.start)
+                            row = doc["gains"][t.layer]
                             edited.append({
                                 "tensor": t.weight, "file": name, "layer": t.layer,
-                                "heads": {str(h): g for h, g in enumerate(row) if g != 1.0},
-                                "sha256_before": sha256_bytes(before), "sha256_after": sha256_bytes(after),
+                                "heads": {str(h): g for h, g in enumerate(row) if g != 1.0}, **digests,
                             })
                     finally:
-                        os.close(sfd)
                         os.close(dfd)
                 bar.update(shard.size)
 

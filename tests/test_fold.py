@@ -75,3 +75,26 @@ def test_hook_equals_fold_in_float64_and_removes_cleanly():
     # the bias is not scaled: only the W x part changes
     assert torch.allclose(folded(x), hooked, atol=1e-12, rtol=0)
     assert not torch.allclose(hooked, plain)
+
+
+@pytest.mark.parametrize("dtype,name", [(torch.bfloat16, "BF16"), (torch.float16, "F16"), (torch.float32, "F32")])
+def test_numpy_byte_fold_is_bit_identical_to_torch(dtype, name):
+    """bake (numpy, no torch) and fold_columns (torch) must round identically, edge values included."""
+    torch.manual_seed(1)
+    w = (torch.randn(64, 48) * torch.logspace(-30, 30, 48)).to(dtype)
+    special = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), 1e-40, -1e-40, 65504.0, 3.3e38, 1e-45])
+    w[0, : len(special)] = special.to(dtype)
+    w[1, 16 : 16 + len(special)] = special.to(dtype)
+    gains = [1.16, 1.0, 1.3]
+    raw = w.contiguous().view(torch.uint8).numpy().tobytes()
+    got = fold_bytes(raw, name, tuple(w.shape), gains, 16)
+    want = fold_columns(w, gains, 16).contiguous().view(torch.uint8).numpy().tobytes()
+    assert got == want
+
+
+def test_nan_stays_nan():
+    # NaN payloads differ between torch's scalar and vector paths; only NaN-ness is specified.
+    w = torch.full((2, 4), float("nan"), dtype=torch.bfloat16)
+    raw = w.view(torch.uint8).numpy().tobytes()
+    back = torch.frombuffer(bytearray(fold_bytes(raw, "BF16", (2, 4), [1.3, 1.0], 2)), dtype=torch.bfloat16)
+    assert torch.isnan(back).all()
