@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,8 @@ from headbake.gains import load_gains, validate_gains, write_json_atomic
 from headbake.hashing import sha256_bytes, sha256_files
 from headbake.modelinfo import load_model_info, o_proj_targets
 from headbake.provenance import FORMAT, RECORD, now, versions
+
+WINDOW = 2  # folded o_proj tensors in flight
 
 
 @dataclass
@@ -122,16 +124,24 @@ def bake_checkpoint(
         with _progress(total, progress, "bake") as bar, ThreadPoolExecutor(max_workers=1) as pool:
             for name, shard in ckpt.shards.items():
                 patches = sorted(by_shard.get(name, []), key=lambda t: tensors[t.weight].start)
-                # Fold this shard's o_proj tensors in a worker while the kernel clones the file.
-                folds = [pool.submit(_fold_one, shard.path, tensors[t.weight], doc["gains"][t.layer], info.head_dim)
-                         for t in patches]
+                # Fold the first o_proj tensors in a worker while the kernel clones the file; at most
+                # WINDOW folded tensors are held at once, so memory stays one o_proj or so, whatever the shard.
+                pending = deque(
+                    pool.submit(_fold_one, shard.path, tensors[t.weight], doc["gains"][t.layer], info.head_dim)
+                    for t in patches[:WINDOW]
+                )
                 methods[clone_file(str(shard.path), str(tmp / name))] += 1
                 if patches:
                     dfd = os.open(tmp / name, os.O_WRONLY)
                     try:
-                        for t, fut in zip(patches, folds):
-                            e, after, digests = tensors[t.weight], *fut.result()
-                            _pwrite_all(dfd, after, e.start)
+                        for i, t in enumerate(patches):
+                            after, digests = pending.popleft().result()
+                            if i + WINDOW < len(patches):
+                                nxt = patches[i + WINDOW]
+                                pending.append(pool.submit(_fold_one, shard.path, tensors[nxt.weight],
+                                                           doc["gains"][nxt.layer], info.head_dim))
+                            _pwrite_all(dfd, after, tensors[t.weight].start)
+                            del after
                             row = doc["gains"][t.layer]
                             edited.append({
                                 "tensor": t.weight, "file": name, "layer": t.layer,

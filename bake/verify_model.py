@@ -24,6 +24,10 @@ FLOOR_FACTOR = 2.0
 ABS_SLACK = {"max_abs_logit": 1e-5, "kl_max": 1e-9}
 
 
+def _name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
 def _device(device: str):
     import torch
 
@@ -168,7 +172,7 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
     limit_kl = FLOOR_FACTOR * floor["kl_max"] + ABS_SLACK["kl_max"]
     passed = res["max_abs_logit"] <= limit_abs and res["kl_max"] <= limit_kl
     return {
-        "dtype": str(stored).replace("torch.", ""),
+        "dtype": _name(stored),
         "device": device if not device_map else f"device_map={device_map}",
         "samples": samples,
         "inputs": "image+text" if info.arch.get("multimodal") else "text",
@@ -176,10 +180,10 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
         **res,
         "greedy_match": greedy_match(gen_h, gen_b),
         "greedy_tokens": new_tokens,
-        "noise_floor": {"reference_dtype": str(ref_dtype).replace("torch.", ""), **floor},
+        "noise_floor": {"reference_dtype": _name(ref_dtype), **floor},
         "effect": effect,
         "limits": {"max_abs_logit": limit_abs, "kl_max": limit_kl},
-        "rule": f"baked vs hooked <= {FLOOR_FACTOR:g} x (hooked {stored} vs hooked {ref_dtype}) + slack, "
-                "for max |delta logit| and max KL",
+        "rule": f"baked vs hooked <= {FLOOR_FACTOR:g} x (hooked {_name(stored)} vs hooked {_name(ref_dtype)}) "
+                "+ slack, for both max |delta logit| and max KL",
         "passed": passed,
     }

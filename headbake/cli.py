@@ -69,7 +69,7 @@ def _register() -> None:
 
     for cmd in bake_cli.COMMANDS:
         main.add_command(cmd)
-    for modname in ("headbake.calibrate.cli", "headbake.publish_cli"):
+    for modname in ("headbake.calibrate.cli", "headbake.convert_cli", "headbake.publish_cli"):
         try:
             mod = __import__(modname, fromlist=["COMMANDS"])
         except ModuleNotFoundError as e:

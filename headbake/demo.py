@@ -79,6 +79,9 @@ def build_tiny_qwen25vl(
         Qwen2VLImageProcessor, Qwen2VLVideoProcessor,
     )
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
