@@ -1,0 +1,186 @@
+"""headbake convert on the built-in demo: the whole pipeline, resume, failure handling, push, stock loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from headbake.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hubserver import FakeHub  # noqa: E402
+
+TOKEN = "hf_ConvertTestToken0123456789abcd"
+FAST = ["--samples", "8", "--verify-samples", "2", "-q"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("headbake-home")
+        mp.setenv("HEADBAKE_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def converted(home, tmp_path_factory):
+    out = tmp_path_factory.mktemp("convert") / "demo-headbake"
+    r = run("convert", "demo", "--preset", "default", "--out", out, *FAST)
+    assert r.exit_code == 0, r.output
+    return out, r.output
+
+
+def test_convert_demo_end_to_end(converted, home):
+    out, output = converted
+    assert "converted:" in output and "verify:" in output
+    from headbake.resolve import demo_dir
+
+    src = demo_dir()
+    src_files = {p.name for p in src.iterdir()}
+    assert {p.name for p in out.iterdir()} == src_files | {"headbake.json", "README.md", "headbake_heatmap.png"}
+    rec = json.loads((out / "headbake.json").read_text())
+    assert rec["verification"]["passed"] and rec["verification"]["tensor"]["passed"]
+    assert rec["gains"]["preset"]["name"] == "default"
+    assert rec["gains"]["samples"] == 8 and rec["command"].startswith("headbake convert demo")
+    # every weight file's sha256 was recorded by verify's streaming pass
+    for name in [n for n in src_files if n.endswith(".safetensors")]:
+        assert rec["files"][name]["source_sha256"] == hashlib.sha256((src / name).read_bytes()).hexdigest()
+        assert rec["files"][name]["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+    card = (out / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "image-text-to-text"
+    assert "headbake" in meta["tags"] and "2510.10285" in card and "from_pretrained" in card
+    assert (out / "headbake_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.parent.glob(".demo-headbake.headbake-*"))  # work dir cleaned
+
+
+def test_rerun_reuses_every_stage(converted):
+    out, _ = converted
+    before = (out / "headbake.json").stat().st_mtime_ns
+    r = run("convert", "demo", "--preset", "default", "--out", out, *FAST)
+    assert r.exit_code == 0 and "up to date" in r.output
+    assert (out / "headbake.json").stat().st_mtime_ns == before
+
+
+def test_changed_inputs_need_overwrite(converted):
+    out, _ = converted
+    r = run("convert", "demo", "--preset", "default", "--g-perc", "1.2", "--out", out, *FAST)
+    assert r.exit_code == 2 and "pass --overwrite" in r.output
+
+
+def test_verification_failure_stops_before_output_and_push(home, tmp_path, monkeypatch):
+    import headbake.bake.verify as verify_mod
+
+    real = verify_mod.run_verify
+
+    def failing(*a, **k):
+        rep = real(*a, **{**k, "tensors_only": True})
+        rep["passed"] = False
+        rep["summary"] = ["model: FAILED (forced by the test)"]
+        return rep
+
+    monkeypatch.setattr(verify_mod, "run_verify", failing)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    hub = FakeHub(tokens={TOKEN: "alice"})
+    hub.start()
+    try:
+        out = tmp_path / "o"
+        r = run("convert", "demo", "--out", out, "--push-to-hub", "alice/x", "--endpoint", hub.url, *FAST)
+        assert r.exit_code == 2 and "verification failed" in r.output and "nothing was published" in r.output
+        assert not out.exists()
+        assert not [q for q in hub.requests if "/commit/" in q.path or "repos/create" in q.path]
+        work = tmp_path / ".o.headbake-work"
+        assert (work / "heads.json").is_file() and (work / "baked" / "headbake.json").is_file()
+    finally:
+        hub.stop()
+
+
+def test_convert_pushes_one_commit_to_the_hub(converted, home, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+    out, _ = converted
+    hub = FakeHub(tokens={TOKEN: "alice"})
+    hub.start()
+    try:
+        r = run("convert", "demo", "--preset", "default", "--out", out, "--push-to-hub", "alice/demo-headbake",
+                "--private", "--endpoint", hub.url, *FAST)
+        assert r.exit_code == 0, r.output
+        assert "pushed:" in r.output and TOKEN not in r.output
+        repo = hub.repos["alice/demo-headbake"]
+        head = repo.commits[repo.branches["main"]]
+        files = head.files
+        # one commit on top of the repo's creation commit carries weights and card together
+        assert repo.private and not any(f.endswith(".safetensors") for f in repo.commits[head.parent].files)
+        for p in out.glob("*.safetensors"):
+            assert files[p.name].lfs and files[p.name].oid == hashlib.sha256(p.read_bytes()).hexdigest()
+        assert "README.md" in files and "headbake.json" in files
+    finally:
+        hub.stop()
+
+
+STOCK_LOAD = r"""
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "headbake" or name.startswith("headbake."):
+            raise ImportError("headbake is deliberately not importable here")
+sys.meta_path.insert(0, Block())
+try:
+    import headbake  # noqa
+    sys.exit("headbake was importable")
+except ImportError:
+    pass
+import torch
+from PIL import Image, ImageDraw
+from transformers import AutoModelForImageTextToText, AutoProcessor
+path = sys.argv[1]
+model = AutoModelForImageTextToText.from_pretrained(path)
+processor = AutoProcessor.from_pretrained(path)
+img = Image.new("RGB", (160, 120), "white")
+ImageDraw.Draw(img).ellipse([40, 30, 90, 80], fill="red")
+messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many circles?"}]}]
+text = processor.apply_chat_template(messages, add_generation_prompt=True)
+inputs = processor(text=[text], images=[img], return_tensors="pt")
+assert (inputs["input_ids"] == model.config.image_token_id).sum() > 0
+out = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+print("GENERATED", out[0, inputs["input_ids"].shape[1]:].tolist())
+"""
+
+
+def test_baked_output_loads_and_generates_without_headbake(converted):
+    out, _ = converted
+    p = subprocess.run([sys.executable, "-c", STOCK_LOAD, str(out)], capture_output=True, text=True, timeout=300,
+                       env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(out.parent)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    tokens = json.loads(p.stdout.split("GENERATED", 1)[1])
+    assert len(tokens) == 6
+
+
+def test_unknown_alias_suggests_the_nearest(home, tmp_path):
+    r = run("convert", "Ocean-R2", "--out", tmp_path / "o", "-q")
+    assert r.exit_code == 2 and "Ocean-R1" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_push_without_token_fails_before_any_work(home, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+    r = run("convert", "demo", "--out", tmp_path / "o", "--push-to-hub", "alice/x", "-q")
+    assert r.exit_code == 2 and "token" in r.output.lower()
+    assert not (tmp_path / "o").exists() and not (tmp_path / ".o.headbake-work").exists()
