@@ -46,7 +46,9 @@ CHECKPOINT_PATTERNS = [
 # Remote-code models (Kimi-VL) cannot load without their modelling/processing code.
 REMOTE_CODE_PATTERNS = ["*.py"]
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
+# The paper's default preset reaches layer 7 (l_perc), so the demo needs at least 8 decoder layers.
+DEMO_LAYERS = 8
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -61,8 +63,11 @@ class ResolvedModel:
     alias: str | None = None
 
     def source(self) -> dict:
-        """The ``source`` block of the gains/bake records."""
-        return {"id": self.source_id, "revision": self.revision, "path": str(self.path)}
+        """The ``source`` block of the gains/bake records (the card reads ``license`` from it)."""
+        out = {"id": self.source_id, "revision": self.revision, "path": str(self.path)}
+        if self.license:
+            out["license"] = self.license
+        return out
 
     @property
     def is_hub_id(self) -> bool:
@@ -186,7 +191,7 @@ def ensure_demo(progress: bool = True) -> Path:
                 print(f"Building the tiny demo model in {out} (first use only)...", file=sys.stderr)
             from headbake.demo import build_tiny_qwen25vl
 
-            build_tiny_qwen25vl(out)
+            build_tiny_qwen25vl(out, num_layers=DEMO_LAYERS)
     return out
 
 
@@ -247,7 +252,8 @@ def _hub_license(repo_id: str, sha: str, endpoint: str, token) -> str | None:
     from huggingface_hub import HfApi
 
     try:
-        info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=sha, timeout=15)
+        with _hub_offline(False):
+            info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=sha, timeout=15)
     except Exception:  # noqa: BLE001 - the license is a nicety for the card, never a blocker
         return None
     data = info.card_data

@@ -1,0 +1,468 @@
+"""Publish a baked directory to the Hugging Face Hub as one commit.
+
+Why it is built the way it is (huggingface_hub 2.4.0, read in its source):
+
+- **One commit.** With ``hf_xet`` installed, ``HfApi.upload_folder`` goes through a
+  streamed pipeline that commits large folders in several batches (and forces a
+  commit every few minutes), so a 16 GB checkpoint could appear on the Hub with
+  weights but no card. ``create_commit`` with one ``CommitOperationAdd`` per file
+  always makes a single commit (it still uploads through xet or LFS as the server
+  allows), so a repo never shows weights without their card or the reverse.
+- **No-op.** ``create_commit`` asks the ``preupload`` endpoint for each file's
+  remote oid and drops unchanged files; when nothing is left it makes no commit
+  and returns the current head. We read the head of the target revision before
+  committing and report ``no_op`` when the commit that comes back is that head.
+- **Xet.** huggingface_hub decides per call through ``constants.HF_HUB_DISABLE_XET``
+  (read from the environment at import). Xet needs the Hub's CAS service: against
+  any other endpoint (a mirror, a test server) an upload can hang. We switch xet
+  off for the duration of a push unless the endpoint is huggingface.co; users can
+  still set ``HF_HUB_DISABLE_XET=1`` to avoid it everywhere.
+- **Offline switch.** ``HF_HUB_OFFLINE`` is also frozen at import; a push reads it
+  from the environment at call time and refuses clearly when it is set.
+- **Secrets.** The token comes from the argument, ``HF_TOKEN`` or the stored login
+  (``huggingface_hub.get_token``); it is checked before any network call, never
+  printed, and scrubbed from every error message.
+- **Timeouts and retries.** huggingface_hub's shared HTTP client has no timeout;
+  while pushing we install one with bounded timeouts (unless the application set
+  its own client factory). Connection failures and 5xx answers are retried a few
+  times with backoff, on top of huggingface_hub's own backoff for LFS calls; each
+  retry is safe because files already on the Hub are skipped by oid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from headbake.errors import HeadbakeError
+
+IGNORE_PATTERNS = [
+    ".git", ".git/*", "*/.git/*", ".cache/*", "*/.cache/*", "__pycache__/*", "*/__pycache__/*", "*.pyc",
+    ".*.tmp-*", "*.tmp", ".*.partial-*", "*.partial", "*.lock", ".DS_Store", ".ipynb_checkpoints/*",
+]
+XET_HOSTS = ("huggingface.co", "hf.co")
+RETRIES = 3  # attempts for a push that fails on the network or with a 5xx
+RETRY_WAIT = 2.0  # seconds before the 2nd attempt, doubled after each
+TIMEOUT = 300.0  # seconds a single read/write may stall (connect: at most 15)
+RECORD_FILE = "headbake.json"
+CARD_FILE = "README.md"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    url: str  # the repo (or branch) page
+    commit_oid: str | None
+    pr_url: str | None
+    no_op: bool
+    repo_id: str = ""
+    branch: str | None = None
+    commit_url: str | None = None
+    files_uploaded: int | None = None  # files that differed from the remote (None if unknown)
+    files_total: int = 0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def scrub(text: str, token: str | None) -> str:
+    """Remove a token (and anything shaped like an HF token) from text meant for a human."""
+    text = str(text)
+    if token:
+        text = text.replace(token, "***")
+    return re.sub(r"\bhf_[A-Za-z0-9]{8,}\b", "hf_***", text)
+
+
+def folder_files(folder: str | os.PathLike) -> list[str]:
+    """Relative paths (POSIX) of what gets uploaded: every file except temp/VCS/cache leftovers."""
+    root = Path(folder)
+    out = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(root).as_posix()
+        if any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(path.name, p) for p in IGNORE_PATTERNS):
+            continue
+        out.append(rel)
+    return out
+
+
+def resolve_token(token: str | None = None) -> str:
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    found = get_token()
+    if not found:
+        raise HeadbakeError(
+            "no Hugging Face token: set HF_TOKEN or log in with `hf auth login` (the token needs write access)"
+        )
+    return found
+
+
+def xet_allowed(endpoint: str) -> bool:
+    host = (urlsplit(endpoint).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) for h in XET_HOSTS)
+
+
+@contextlib.contextmanager
+def _hub_switches(endpoint: str):
+    """For one push: online, xet only on huggingface.co, and a client with bounded timeouts."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    old_offline, old_xet = constants.HF_HUB_OFFLINE, constants.HF_HUB_DISABLE_XET
+    constants.HF_HUB_OFFLINE = False
+    if not xet_allowed(endpoint):
+        constants.HF_HUB_DISABLE_XET = True
+    default = getattr(_http, "default_client_factory", None)
+    ours = default is not None and getattr(_http, "_GLOBAL_CLIENT_FACTORY", None) is default
+    if ours:
+        _http.set_client_factory(_bounded_client_factory(TIMEOUT))
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, constants.HF_HUB_DISABLE_XET = old_offline, old_xet
+        if ours:
+            _http.set_client_factory(default)
+
+
+def _bounded_client_factory(timeout: float):
+    def make():
+        import httpx2
+        from huggingface_hub.utils import _http
+
+        hooks = [_http.hf_request_event_hook] if hasattr(_http, "hf_request_event_hook") else []
+        return httpx2.Client(event_hooks={"request": hooks}, follow_redirects=True,
+                             timeout=httpx2.Timeout(timeout, connect=min(timeout, 15.0)))
+
+    return make
+
+
+def _status(e: BaseException) -> int | None:
+    resp = getattr(e, "response", None)
+    return getattr(resp, "status_code", None)
+
+
+def _server_message(e: BaseException) -> str:
+    resp = getattr(e, "response", None)
+    msg = None
+    if resp is not None:
+        msg = resp.headers.get("X-Error-Message")
+        if not msg:
+            try:
+                doc = resp.json()
+                msg = doc.get("error") if isinstance(doc, dict) else None
+            except Exception:  # noqa: BLE001
+                msg = None
+    if not msg:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        msg = lines[0] if lines else type(e).__name__
+    return str(msg).rstrip(".")
+
+
+def _is_network(e: BaseException) -> bool:
+    import httpx2
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    if isinstance(e, OfflineModeIsEnabled):
+        return False
+    return isinstance(e, (httpx2.TransportError, ConnectionError, TimeoutError))
+
+
+def _retryable(e: BaseException) -> bool:
+    return _is_network(e) or (_status(e) or 0) in (500, 502, 503, 504)
+
+
+def _push_error(e: BaseException, *, stage: str, repo_id: str, endpoint: str, attempts: int) -> HeadbakeError:
+    """One line per way a push fails; the local folder is never touched by a push."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    status = _status(e)
+    again = "re-run `headbake push` to retry"
+    if _is_network(e):
+        import httpx2
+
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        what = "cannot reach" if isinstance(e, (httpx2.ConnectError, httpx2.ConnectTimeout)) else "lost the connection to"
+        return HeadbakeError(f"{what} {endpoint} ({type(e).__name__}, {tries}); the local folder is intact, {again}")
+    if status == 401:
+        return HeadbakeError(
+            f"{endpoint} rejected the token (401 Unauthorized); log in again with `hf auth login` or set a valid HF_TOKEN"
+        )
+    if status == 403:
+        ns = repo_id.split("/")[0]
+        what = f"create repos under '{ns}'" if stage == "create" else f"write to {repo_id}"
+        return HeadbakeError(f"the token may not {what} (403 Forbidden: {_server_message(e)}); use a token with write access")
+    if status in (409, 412):
+        if stage in ("create", "info"):
+            return HeadbakeError(f"the repo name {repo_id} is taken ({status}: {_server_message(e)}); choose another")
+        return HeadbakeError(f"{repo_id} changed while pushing ({status}: {_server_message(e)}); {again}")
+    if isinstance(e, RevisionNotFoundError):
+        return HeadbakeError(f"revision not found in {repo_id}: {_server_message(e)}")
+    if isinstance(e, RepositoryNotFoundError):
+        if stage == "info":
+            return HeadbakeError(
+                f"the repo name {repo_id} is taken: it exists but this token cannot see it; choose another name"
+            )
+        return HeadbakeError(f"repository {repo_id} not found on {endpoint} (or the token cannot see it)")
+    if isinstance(e, ValueError) and "README.md" in str(e):
+        detail = "; ".join(ln.strip("- ").strip() for ln in str(e).splitlines()[1:] if ln.strip()) or str(e)
+        return HeadbakeError(f"{endpoint} rejected the model card metadata: {detail}")
+    if status is not None:
+        return HeadbakeError(f"{endpoint} answered {status} during {stage}: {_server_message(e)}; {again}")
+    return HeadbakeError(f"push failed during {stage}: {_server_message(e)}")
+
+
+def _default_message(folder: Path) -> tuple[str, str]:
+    import json
+
+    try:
+        rec = json.loads((folder / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return f"Upload {folder.name} with headbake", ""
+    src = rec.get("source") or {}
+    sid, rev = src.get("id") or "model", src.get("revision")
+    summary = f"headbake: {sid} with rescaled attention heads"
+    desc = (
+        f"Baked by headbake {rec.get('headbake_version', '?')} from {sid}"
+        f"{'@' + rev[:12] if isinstance(rev, str) else ''}; the full record is in {RECORD_FILE}."
+    )
+    return summary, desc
+
+
+def _changed_files(ops) -> int | None:
+    """How many operations differed from the remote (uses create_commit's own bookkeeping)."""
+    try:
+        return sum(1 for op in ops if op._remote_oid is None or op._remote_oid != op._local_oid)
+    except Exception:  # noqa: BLE001 - private attributes of huggingface_hub; a count is a nicety
+        return None
+
+
+def _validate(folder: Path, repo_id: str, branch: str | None, create_pr: bool) -> list[str]:
+    if not folder.is_dir():
+        raise HeadbakeError(f"folder not found: {folder}")
+    if branch and create_pr:
+        raise HeadbakeError("--branch and --create-pr exclude each other (pull requests target main)")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id or "") or "--" in repo_id \
+            or ".." in repo_id or repo_id.endswith((".", "-")) or len(repo_id.split("/")[1]) > 96:
+        raise HeadbakeError(f"invalid repo id {repo_id!r}: expected namespace/name, e.g. your-user/Ocean-R1-headbake")
+    if branch is not None and (not branch or re.search(r"\s|\.\.|^refs/|^/|/$|[~^:?*\[\\]", branch)):
+        raise HeadbakeError(f"invalid branch name {branch!r}")
+    files = folder_files(folder)
+    if not files:
+        raise HeadbakeError(f"nothing to push: {folder} has no files")
+    return files
+
+
+# ----------------------------------------------------------------------------- push
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    branch: str | None = None,
+    create_pr: bool = False,
+    endpoint: str | None = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    replace_files: dict[str, bytes] | None = None,
+) -> PushResult:
+    """Create ``repo_id`` if needed and upload ``folder`` to it in exactly one commit.
+
+    ``branch`` (created from main if missing) or ``create_pr`` (a PR against main)
+    choose where the commit goes. With ``private`` an existing public repo is
+    refused rather than silently receiving the files. Identical content makes no
+    commit (``no_op``). The folder is only read: ``replace_files`` uploads the
+    given bytes instead of (or in addition to) the file at that relative path, so
+    a caller can write its own change locally only once the push has succeeded.
+    """
+    from headbake.resolve import hub_endpoint, offline_mode
+
+    folder = Path(folder)
+    files = _validate(folder, repo_id, branch, create_pr)
+    replace_files = dict(replace_files or {})
+    files = sorted(set(files) | set(replace_files))
+    token = resolve_token(token)
+    if offline_mode(None):
+        raise HeadbakeError("HF_HUB_OFFLINE is set; unset it (or set HF_HUB_OFFLINE=0) to push")
+    endpoint = hub_endpoint(endpoint)
+    summary, desc = _default_message(folder)
+    summary = commit_message or summary
+    desc = commit_description if commit_description is not None else desc
+
+    attempts = 0
+    state: dict = {}  # "head": the target revision's head as first seen, kept across retries
+    while True:
+        attempts += 1
+        try:
+            with _hub_switches(endpoint):
+                return _push_once(
+                    folder, files, repo_id, token=token, private=private, branch=branch, create_pr=create_pr,
+                    endpoint=endpoint, summary=summary, desc=desc, state=state, replace_files=replace_files,
+                )
+        except _Stage as st:
+            err = st.__cause__
+            if _retryable(err) and attempts < RETRIES:
+                time.sleep(RETRY_WAIT * 2 ** (attempts - 1))
+                continue
+            raise _scrubbed(_push_error(err, stage=st.stage, repo_id=repo_id, endpoint=endpoint, attempts=attempts),
+                            token) from None
+        except HeadbakeError as e:
+            raise _scrubbed(e, token) from None
+
+
+class _Stage(Exception):
+    """Carries which step failed, with the original error as ``__cause__``."""
+
+    def __init__(self, stage: str):
+        super().__init__(stage)
+        self.stage = stage
+
+
+def _scrubbed(e: HeadbakeError, token: str) -> HeadbakeError:
+    return HeadbakeError(scrub(str(e), token))
+
+
+@contextlib.contextmanager
+def _stage(name: str):
+    try:
+        yield
+    except HeadbakeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - mapped to one line by the caller
+        raise _Stage(name) from e
+
+
+def _ensure_repo(api, repo_id: str, private: bool) -> None:
+    """``create_repo`` with ``exist_ok`` semantics, but telling "name taken" apart from "no rights".
+
+    ``create_repo(exist_ok=True)`` answers a 403 for an existing repo by building a
+    ``RepoUrl`` that only accepts huggingface.co hosts (huggingface_hub 2.4), and it
+    cannot say whose repo it is; so the 409/403 cases are handled here.
+    """
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        with _stage("create"):
+            api.create_repo(repo_id, private=private, exist_ok=False, repo_type="model")
+        return
+    except _Stage as e:
+        st = e
+        status = _status(st.__cause__) if isinstance(st.__cause__, HfHubHTTPError) else None
+        if status == 409:
+            return  # exists already; visibility and access are checked next
+        if status != 403:
+            raise
+    # 403: no right to create here, but the repo may exist and be someone else's.
+    try:
+        api.repo_info(repo_id, repo_type="model")
+    except Exception:  # noqa: BLE001 - not visible: the original 403 is the answer
+        raise st from st.__cause__
+    raise HeadbakeError(
+        f"the repo name {repo_id} is taken: it exists and this token may not write to it "
+        f"({_server_message(st.__cause__)}); choose another name or use a token with write access"
+    )
+
+
+def _push_once(folder, files, repo_id, *, token, private, branch, create_pr, endpoint, summary, desc, state,
+               replace_files):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from headbake import __version__
+
+    api = HfApi(endpoint=endpoint, token=token, library_name="headbake", library_version=__version__)
+    _ensure_repo(api, repo_id, private)
+    with _stage("info"):
+        info = api.repo_info(repo_id, repo_type="model")
+    if private and info.private is False:
+        raise HeadbakeError(
+            f"{repo_id} already exists and is public; --private does not change an existing repo "
+            "(make it private in its settings first, or push to a new name)"
+        )
+    if branch:
+        with _stage("branch"):
+            api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type="model")
+    with _stage("info"):
+        head = api.repo_info(repo_id, repo_type="model", revision=branch).sha
+    head_before = state.setdefault("head", head)
+    ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=replace_files.get(rel, str(folder / rel)))
+           for rel in files]
+    with _stage("commit"):
+        ci = api.create_commit(
+            repo_id, ops, commit_message=summary, commit_description=desc, repo_type="model",
+            revision=branch, create_pr=create_pr,
+        )
+    pr_url = getattr(ci, "pr_url", None) or None
+    no_op = pr_url is None and ci.oid == head_before
+    base = f"{endpoint}/{repo_id}"
+    url = f"{base}/tree/{branch}" if branch else base
+    return PushResult(
+        url=url, commit_oid=ci.oid, pr_url=pr_url, no_op=no_op, repo_id=repo_id, branch=branch,
+        commit_url=getattr(ci, "commit_url", None), files_uploaded=0 if no_op else _changed_files(ops),
+        files_total=len(files),
+    )
+
+
+# ----------------------------------------------------------------------------- pre-flight
+
+
+def check_publishable(folder: str | os.PathLike, *, allow_unbaked: bool = False, force: bool = False) -> list[str]:
+    """Refuse to publish a folder that is not what headbake baked; returns warnings.
+
+    Required: a README.md card, and (unless ``allow_unbaked``) a ``headbake.json``
+    whose recorded files are all present at their recorded sizes (catches a shard
+    that was deleted or truncated since the bake). A failed verification is an
+    error unless ``force``; a missing one is a warning.
+    """
+    import json
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HeadbakeError(f"folder not found: {folder}")
+    warnings: list[str] = []
+    record = folder / RECORD_FILE
+    if not record.is_file():
+        if not allow_unbaked:
+            raise HeadbakeError(
+                f"{folder} has no {RECORD_FILE}, so it was not made by `headbake bake`; "
+                "pass --allow-unbaked to push it anyway"
+            )
+        warnings.append(f"{folder} has no {RECORD_FILE}; pushing it as a plain folder")
+        rec = None
+    else:
+        try:
+            rec = json.loads(record.read_text())
+        except (OSError, ValueError) as e:
+            raise HeadbakeError(f"{record} is not readable JSON ({e})") from None
+        if not isinstance(rec, dict) or not str(rec.get("format", "")).startswith("headbake.baked/"):
+            raise HeadbakeError(f"{record} is not a headbake.baked record")
+    if not (folder / CARD_FILE).is_file():
+        hint = "`headbake card DIR` renders it from headbake.json" if rec is not None else "write one first"
+        raise HeadbakeError(f"{folder} has no {CARD_FILE} model card; {hint}")
+    if rec is not None:
+        for rel, meta in (rec.get("files") or {}).items():
+            p = folder / rel
+            size = meta.get("size") if isinstance(meta, dict) else None
+            if not p.is_file():
+                raise HeadbakeError(f"{p} is listed in {RECORD_FILE} but missing; re-run the bake")
+            if isinstance(size, int) and p.stat().st_size != size:
+                raise HeadbakeError(f"{p} has {p.stat().st_size} bytes, {RECORD_FILE} recorded {size}; re-run the bake")
+        ver = rec.get("verification")
+        if isinstance(ver, dict) and ver.get("passed") is False:
+            if not force:
+                raise HeadbakeError(
+                    f"verification of {folder} failed (see {RECORD_FILE}); pass --force to push it anyway"
+                )
+            warnings.append("pushing although verification failed (--force)")
+        elif not isinstance(ver, dict):
+            warnings.append(f"{folder} has not been verified (run `headbake verify SOURCE {folder}`)")
+    return warnings

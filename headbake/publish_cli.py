@@ -1,0 +1,162 @@
+"""CLI commands of the publishing half: ``models``, ``card`` and ``push``.
+
+Only click and the standard library are imported here; the Hub client and the
+card renderer load inside the commands so ``headbake --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from headbake.errors import HeadbakeError
+
+
+@click.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def models_cmd(as_json: bool):
+    """List the model aliases, their Hub repos and architectures.
+
+    Any Hub id (namespace/name) or local checkpoint directory works as MODEL
+    too; aliases are matched case-insensitively.
+    """
+    from headbake.resolve import alias_table
+
+    rows = alias_table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    head = ["ALIAS", "REPO", "ARCHITECTURE", "CACHED", "NOTE"]
+    table = [[r["alias"], r["repo"], f"{r['family']} ({r['model_type']})", "yes" if r["cached"] else "no", r["note"]]
+             for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *table)]
+    for line in [head, *table]:
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+
+
+def _read_record(folder: Path) -> dict:
+    path = folder / "headbake.json"
+    if not path.is_file():
+        raise HeadbakeError(f"{folder} has no headbake.json; a card is rendered from a baked directory")
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise HeadbakeError(f"{path} is not readable JSON ({e})") from None
+    if not isinstance(rec, dict):
+        raise HeadbakeError(f"{path} is not a headbake.baked record")
+    return rec
+
+
+@click.command("card")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--repo-id", help="Hub id to show in the usage snippet (default: the folder name).")
+@click.option("--command", "reproduce", help="The command to show under 'Reproduce' (default: from headbake.json).")
+@click.option("--license", "license_", help="License of the base model (default: from headbake.json, if known).")
+def card_cmd(directory: Path, repo_id: str | None, reproduce: str | None, license_: str | None):
+    """Render DIRECTORY/README.md (the model card) from DIRECTORY/headbake.json."""
+    from headbake.model_cards.render import render_card
+
+    if not directory.is_dir():
+        raise HeadbakeError(f"directory not found: {directory}")
+    rec = _read_record(directory)
+    render_card(directory, rec, command=reproduce, repo_id=repo_id, license=license_)
+    click.echo(f"Wrote {directory / 'README.md'}")
+
+
+def _card_for_repo(folder: Path, repo_id: str) -> str | None:
+    """The headbake-generated card re-rendered with ``repo_id`` in its usage snippet, or None.
+
+    Only a card that is exactly what headbake rendered (for whatever repo id it
+    named before) is re-rendered; a hand-edited card is pushed as it is.
+    """
+    from headbake.model_cards.render import card_repo_marker, card_text
+
+    readme = folder / "README.md"
+    record = folder / "headbake.json"
+    if not (readme.is_file() and record.is_file()):
+        return None
+    text = readme.read_text(encoding="utf-8")
+    old = card_repo_marker(text)
+    if old is None or old == repo_id:
+        return None
+    try:
+        rec = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    heatmap = "headbake_heatmap.png" if (folder / "headbake_heatmap.png").is_file() else None
+    lic = None
+    try:
+        from huggingface_hub import ModelCard
+
+        lic = ModelCard(text, ignore_metadata_errors=True).data.get("license")
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        previous = card_text(rec, None, heatmap, repo_id=old or None, out_name=folder.name, license=lic)
+        if previous != text:
+            return None
+        return card_text(rec, None, heatmap, repo_id=repo_id, out_name=folder.name, license=lic)
+    except Exception:  # noqa: BLE001 - an odd record just means the card goes up unchanged
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@click.command("push")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repo private (an existing public repo is refused).")
+@click.option("--branch", metavar="NAME", help="Commit to this branch (created from main if missing).")
+@click.option("--create-pr", is_flag=True, help="Open a pull request against main instead of committing to it.")
+@click.option("--endpoint", metavar="URL", envvar="HF_ENDPOINT", show_envvar=True,
+              help="Hub endpoint (default: https://huggingface.co).")
+@click.option("--message", "-m", metavar="TEXT", help="Commit message (default: names the source model).")
+@click.option("--allow-unbaked", is_flag=True, help="Push a folder that has no headbake.json.")
+@click.option("--force", is_flag=True, help="Push even though headbake.json records a failed verification.")
+def push_cmd(directory: Path, repo_id: str, private: bool, branch: str | None, create_pr: bool,
+             endpoint: str | None, message: str | None, allow_unbaked: bool, force: bool):
+    """Upload a baked DIRECTORY to the Hub repo REPO_ID in one commit.
+
+    \b
+    The repo is created if needed. Weights, headbake.json and the README.md card
+    go up together, so the repo never shows one without the others; pushing the
+    same content again changes nothing. The token comes from HF_TOKEN or your
+    stored login (`hf auth login`) and is never printed.
+    """
+    from headbake.hub import check_publishable, push_folder
+
+    if branch and create_pr:
+        raise HeadbakeError("--branch and --create-pr exclude each other (pull requests target main)")
+    for w in check_publishable(directory, allow_unbaked=allow_unbaked, force=force):
+        click.echo(f"Warning: {w}", err=True)
+    card = _card_for_repo(directory, repo_id)
+    res = push_folder(directory, repo_id, private=private, branch=branch, create_pr=create_pr,
+                      endpoint=endpoint, commit_message=message,
+                      replace_files={"README.md": card.encode("utf-8")} if card else None)
+    if card:  # written only now, so a failed push leaves the folder exactly as it was
+        _write_atomic(directory / "README.md", card)
+        click.echo(f"Updated README.md: its usage snippet now names {repo_id}", err=True)
+    where = f"{repo_id}@{branch}" if branch else repo_id
+    short = (res.commit_oid or "")[:10]
+    if res.no_op:
+        click.echo(f"Nothing to push: {where} already holds these {res.files_total} files (commit {short}).")
+    elif res.pr_url:
+        click.echo(f"Opened pull request {res.pr_url} ({_files(res)}, commit {short}).")
+    else:
+        click.echo(f"Pushed {_files(res)} to {res.url} (commit {short}).")
+
+
+def _files(res) -> str:
+    if res.files_uploaded is None:
+        return f"{res.files_total} files"
+    return f"{res.files_uploaded} of {res.files_total} files changed"
+
+
+COMMANDS: list[click.Command] = [models_cmd, card_cmd, push_cmd]
