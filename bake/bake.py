@@ -27,7 +27,7 @@ from headbake.hashing import sha256_bytes, sha256_files
 from headbake.modelinfo import load_model_info, o_proj_targets
 from headbake.provenance import FORMAT, RECORD, now, versions
 
-WINDOW = 2  # folded o_proj tensors in flight
+WINDOW = 2  # folded o_proj tensors in flight (and fold workers: numpy and sha256 release the GIL)
 
 
 @dataclass
@@ -121,7 +121,7 @@ def bake_checkpoint(
             methods[clone_file(str(src / rel), str(tmp / rel))] += 1
         if ckpt.index_file:
             methods[clone_file(str(src / ckpt.index_file), str(tmp / ckpt.index_file))] += 1
-        with _progress(total, progress, "bake") as bar, ThreadPoolExecutor(max_workers=1) as pool:
+        with _progress(total, progress, "bake") as bar, ThreadPoolExecutor(max_workers=WINDOW) as pool:
             for name, shard in ckpt.shards.items():
                 patches = sorted(by_shard.get(name, []), key=lambda t: tensors[t.weight].start)
                 # Fold the first o_proj tensors in a worker while the kernel clones the file; at most

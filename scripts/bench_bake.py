@@ -134,8 +134,17 @@ def gains_file(path: Path, layers: int) -> Path:
 
 
 def used_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return (st.f_blocks - st.f_bfree) * st.f_frsize
+    """Blocks in use, once the filesystem has settled (XFS frees removed extents in the background)."""
+    last = None
+    for _ in range(50):
+        os.sync()
+        st = os.statvfs(path)
+        now = (st.f_blocks - st.f_bfree) * st.f_frsize
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.1)
+    return last
 
 
 def timed(cmd: list[str], where: Path) -> tuple[float, int, int]:
@@ -190,6 +199,9 @@ def main() -> None:
     print(f"bake   median {statistics.median(bake_t):.2f} s, new disk {statistics.median(bake_disk) / 1e9:.2f} GB, "
           f"peak RSS {max(rss) / 2**30:.2f} GiB")
     print(f"bake / cp (median of per-round ratios): {ratio:.2f}x   [target <= 1.15x; RSS <= 1.0 GiB]")
+    if fs in ("xfs", "btrfs"):
+        print(f"reflink filesystem: cp clones too, so the targets are absolute: bake {statistics.median(bake_t):.2f} s "
+              f"[<= 6 s], new disk {statistics.median(bake_disk) / 1e9:.2f} GB [<= 1 GB]")
 
 
 if __name__ == "__main__":
