@@ -75,6 +75,20 @@ class Repo:
 
 
 @dataclass
+class Request:
+    """One request as the server saw it; readable as ``r.path`` or ``r["path"]``."""
+
+    method: str
+    path: str
+    query: dict
+    authorization: str | None
+    status: int | str | None = None  # HTTP status, or "dropped"
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+@dataclass
 class Failure:
     method: str
     path: re.Pattern
@@ -99,7 +113,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.lfs: dict[str, bytes] = {}
         self.parts: dict[str, dict[int, bytes]] = {}
-        self.requests: list[dict] = []
+        self.requests: list[Request] = []
         self.unhandled: list[str] = []
         self.failures: list[Failure] = []
         self._lock = threading.RLock()
@@ -184,7 +198,7 @@ class FakeHub:
         return out
 
     def auth_headers(self) -> list[str]:
-        return [r["authorization"] for r in self.requests if r["authorization"]]
+        return [r.authorization for r in self.requests if r.authorization]
 
     # ------------------------------------------------------------------ internals
     def _entry(self, path: str, data: bytes, lfs: bool | None = None) -> Entry:
@@ -291,28 +305,27 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization")
         body = self._body() if method in ("POST", "PUT") else b""
         with hub._lock:
-            hub.requests.append({"method": method, "path": path, "query": query, "authorization": auth,
-                                 "status": None})
-            record = hub.requests[-1]
+            record = Request(method, path, query, auth)
+            hub.requests.append(record)
             for f in hub.failures:
                 if f.times > 0 and f.method == method and f.path.search(path):
                     f.times -= 1
                     if f.drop:
-                        record["status"] = "dropped"
+                        record.status = "dropped"
                         self.close_connection = True
                         try:
                             self.connection.shutdown(2)
                         except OSError:
                             pass
                         return
-                    record["status"] = f.status
+                    record.status = f.status
                     self._error(f.status, f.message, f.error_code)
                     return
         try:
             self._route(method, path, query, auth, body)
         except Exception as e:  # noqa: BLE001 - a server bug must show up as a 500, not a hang
             self._error(500, f"fake hub error: {type(e).__name__}: {e}")
-        record["status"] = self._status
+        record.status = self._status
 
     def do_GET(self):
         self._dispatch("GET")
