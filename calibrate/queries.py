@@ -71,8 +71,12 @@ def _eos_ids(model) -> set:
     return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
 
 
-def generated_inputs(model, inputs, k: int):
-    """Greedy-generate ``k`` tokens; return ``(inputs over prompt+generated, positions, weights)``."""
+def generated_inputs(model, inputs, k: int, visual_ids=()):
+    """Greedy-generate ``k`` tokens; return ``(inputs over prompt+generated, positions, weights)``.
+
+    ``visual_ids`` (image/video placeholders) are banned from generation: one
+    generated placeholder would break the image-feature count of the probe pass.
+    """
     import torch
 
     ids = inputs["input_ids"]
@@ -84,6 +88,7 @@ def generated_inputs(model, inputs, k: int):
         seqs = model.generate(
             **kwargs, max_new_tokens=k, min_new_tokens=1, do_sample=False, num_beams=1,
             temperature=None, top_p=None, top_k=None, pad_token_id=pad,
+            bad_words_ids=[[int(i)] for i in visual_ids] or None,
         )
     new = seqs[:, plen:]
     n = new.shape[1]

@@ -207,7 +207,7 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
                         "does the model's chat template place images?"
                     )
             if spec.mode == "generated_k":
-                inputs, positions, weights = generated_inputs(model, inputs, spec.k)
+                inputs, positions, weights = generated_inputs(model, inputs, spec.k, ids)
                 vis = visual_mask(inputs["input_ids"], ids)
             else:
                 positions, weights = prompt_positions(inputs, spec)

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from headbake.cli import main
+from headbake.errors import HeadbakeError
 
 
 def _run(*args):
@@ -110,15 +111,20 @@ def test_presets_command():
     assert "starting point" in res.output and "published in the paper" in res.output
 
 
-def test_batch_size_query_modes_and_jsonl(tiny_fp32, tmp_path):
-    """Padding-invariance end to end, the other query modes, and --data JSONL with a multi-image line."""
+@pytest.fixture(scope="module")
+def loaded(tiny_fp32):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    model = AutoModelForImageTextToText.from_pretrained(tiny_fp32, dtype="auto", use_safetensors=True).eval()
+    return model, AutoProcessor.from_pretrained(tiny_fp32)
+
+
+def test_batch_size_query_modes_and_jsonl(tiny_fp32, loaded, tmp_path):
+    """Padding-invariance end to end, the other query modes, and --data JSONL with a multi-image line."""
     from headbake.calibrate.run import CalibrateOptions, calibrate
     from headbake.samples import synthetic_samples
 
-    model = AutoModelForImageTextToText.from_pretrained(tiny_fp32, dtype="auto", use_safetensors=True).eval()
-    proc = AutoProcessor.from_pretrained(tiny_fp32)
+    model, proc = loaded
 
     def run(**kw):
         kw.setdefault("samples", 6)
@@ -151,6 +157,40 @@ def test_batch_size_query_modes_and_jsonl(tiny_fp32, tmp_path):
     doc = calibrate(o, model=model, processor=proc)
     assert doc["samples"] == 3
     assert any("asked for 10 samples" in w for w in doc["warnings"])
+
+
+def test_split_runs_merge_to_the_whole(tiny_fp32, loaded, tmp_path):
+    """Two workers on halves of the data, merged, equal one run over all of it."""
+    from headbake.calibrate.merge import merge_documents
+    from headbake.calibrate.run import CalibrateOptions, calibrate
+    from headbake.gains import load_gains, write_json_atomic
+    from headbake.modelinfo import load_model_info
+    from headbake.samples import synthetic_samples
+
+    model, proc = loaded
+    recs = []
+    for i, s in enumerate(synthetic_samples(6, seed=11)):
+        s.image.save(tmp_path / f"{i}.png")
+        recs.append(json.dumps({"image": f"{i}.png", "question": s.question}))
+    parts = {"all": recs, "a": recs[:2], "b": recs[2:]}
+    docs = {}
+    for name, lines in parts.items():
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+        o = CalibrateOptions(model=str(tiny_fp32), preset="demo", data=str(tmp_path / f"{name}.jsonl"),
+                             batch_size=1, bootstrap_rounds=0, progress=False)
+        docs[name] = calibrate(o, model=model, processor=proc)
+    merged = merge_documents([docs["a"], docs["b"]])
+    whole = docs["all"]
+    assert merged["samples"] == whole["samples"] == 6
+    for key in ("visual_ratio", "visual_ratio_std"):
+        diff = max(abs(x - y) for rm, rw in zip(merged[key], whole[key]) for x, y in zip(rm, rw))
+        assert diff < 1e-12, key
+    assert merged["selected"] == whole["selected"] and merged["gains"] == whole["gains"]
+    write_json_atomic(tmp_path / "merged.json", merged)
+    load_gains(tmp_path / "merged.json", load_model_info(tiny_fp32))
+    other = dict(docs["b"], query={"mode": "last_k", "k": 2})
+    with pytest.raises(HeadbakeError, match="query"):
+        merge_documents([docs["a"], other])
 
 
 def _bad_jsonl(tmp_path, text):

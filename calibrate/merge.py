@@ -1,0 +1,72 @@
+"""Combine gains files from calibrations split over workers or machines.
+
+Each worker calibrates its own slice of the data (``--data`` part files);
+the ``stats`` blocks merge exactly (Chan's parallel update), and the heads
+are selected again from the merged mean. The bootstrap stability needs the
+per-sample values, which a gains file does not keep, so a merged document
+reports none rather than a misleading number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from headbake.errors import HeadbakeError
+
+IDENTITY = ("format", "model_type", "num_layers", "num_heads", "head_dim")
+
+
+def merge_documents(docs, preset: str | None = None, overrides: dict | None = None) -> dict:
+    """One gains document from several calibrate outputs of the same model and query mode.
+
+    The preset is the first document's unless ``preset``/``overrides`` are given.
+    """
+    from headbake.calibrate.presets import resolve
+    from headbake.calibrate.selection import Params, select_heads
+    from headbake.calibrate.stats import merge_stats
+
+    docs = list(docs)
+    if not docs:
+        raise HeadbakeError("nothing to merge")
+    first = docs[0]
+    for i, d in enumerate(docs):
+        if "stats" not in d:
+            raise HeadbakeError(f"document {i} has no stats block (not written by calibrate?)")
+        for key in IDENTITY:
+            if d.get(key) != first.get(key):
+                raise HeadbakeError(f"document {i} has {key}={d.get(key)!r}, document 0 has {first.get(key)!r}")
+        if d.get("query") != first.get("query"):
+            raise HeadbakeError(f"document {i} used query {d.get('query')}, document 0 used {first.get('query')}")
+        if d.get("source", {}).get("revision") != first.get("source", {}).get("revision"):
+            raise HeadbakeError(f"document {i} was calibrated on another model revision")
+    stats = merge_stats(d["stats"] for d in docs)
+    if preset is None and not overrides:
+        block = dict(first["preset"])
+        params = Params(**{k: block[k] for k in ("l_perc", "l_reas", "tau_perc", "tau_reas", "g_perc", "g_reas")})
+    else:
+        params, block = resolve(preset or first["preset"]["name"], overrides)
+    selection = select_heads(stats.mean, params)
+    fp = hashlib.sha256("".join(d["data"]["fingerprint"] for d in docs).encode()).hexdigest()
+    return {
+        **{k: first[k] for k in IDENTITY},
+        "source": first.get("source", {}),
+        "gains": selection.gains,
+        "visual_ratio": stats.mean.tolist(),
+        "visual_ratio_std": stats.std.tolist(),
+        "samples": stats.count,
+        "stats": stats.to_dict(),
+        "selected": {"perceptual": selection.perceptual, "reasoning": selection.reasoning},
+        "counts": selection.counts,
+        "preset": block,
+        "query": first.get("query"),
+        "data": {
+            "name": " + ".join(d["data"]["name"] for d in docs),
+            "fingerprint": fp,
+            "samples": sum(d["data"]["samples"] for d in docs),
+            "parts": [d["data"] for d in docs],
+        },
+        "stability": {"bootstrap_jaccard_mean": None, "bootstrap_rounds": 0,
+                      "note": "not recomputed for merged runs (per-sample values are not stored)"},
+        "probe": first.get("probe"),
+        "warnings": list(selection.warnings),
+    }
