@@ -315,12 +315,14 @@ def card_text(
         reas_layers = sorted({l for l, _ in classes["reasoning"]})
         parts = []
         if np_:
-            parts.append(f"{np_} *perceptual* heads in {_layer_span(perc_layers)}" + (f" by ×{gp}" if gp else ""))
+            parts.append(f"{np_} *perceptual* {'head' if np_ == 1 else 'heads'} in {_layer_span(perc_layers)}"
+                         + (f" by ×{gp}" if gp else ""))
         if nr:
-            parts.append(f"{nr} *reasoning* heads in {_layer_span(reas_layers)}" + (f" by ×{gr}" if gr else ""))
+            parts.append(f"{nr} *reasoning* {'head' if nr == 1 else 'heads'} in {_layer_span(reas_layers)}"
+                         + (f" by ×{gr}" if gr else ""))
         what = (
             f"This is {base_bold} with {n} of its {total} attention heads ({share}) amplified — "
-            f"{' and '.join(parts)} — by scaling their columns of each layer's attention output projection "
+            f"{' and '.join(parts)} — by scaling {'its' if n == 1 else 'their'} columns of the attention output projection "
             "(`o_proj`), so it runs on stock `transformers` with no extra code and no extra compute."
         )
         rescaled_summary = f"{n} of {total} ({share}): {np_} perceptual, {nr} reasoning"
@@ -344,7 +346,8 @@ def card_text(
     if edited:
         shards = sorted({e.get("file") for e in edited if e.get("file")})
         edited_summary = (
-            f"{len(edited)} `o_proj` weight tensors in {len(shards)} of the shard files; everything else byte-identical"
+            f"{len(edited)} `o_proj` weight {'tensor' if len(edited) == 1 else 'tensors'} in "
+            f"{len(shards)} shard {'file' if len(shards) == 1 else 'files'}; everything else byte-identical"
         )
     elif n:
         layers = sorted({l for l, _, _ in rescaled})
@@ -354,16 +357,30 @@ def card_text(
 
     preset_rows = []
     if preset:
+        from_paper = preset.get("values_from_paper")
+        overrides = preset.get("overrides") or []
+        overridden = set(overrides) if isinstance(overrides, list) else set(overrides or {})
+
+        def origin(key: str) -> str:
+            if key in overridden:
+                return "set for this run"
+            if isinstance(from_paper, list):
+                return "paper" if key in from_paper else "headbake default"
+            return "paper" if preset.get("from_paper") else "preset"
+
         for key, meaning in _HYPERPARAMETERS:
             if key in preset:
-                preset_rows.append({"name": key, "value": _num(preset[key]), "meaning": meaning})
+                preset_rows.append({"name": key, "value": _num(preset[key]), "meaning": meaning,
+                                    "origin": origin(key)})
         q = gdoc.get("query") if isinstance(gdoc.get("query"), dict) else None
         if q:
-            preset_rows.append({"name": "query", "value": _query_text(q), "meaning": "position(s) i* whose attention defines S_v"})
+            preset_rows.append({"name": "query", "value": _query_text(q),
+                                "meaning": "position(s) i* whose attention defines S_v", "origin": origin("query")})
+        known = {k for k, _ in _HYPERPARAMETERS} | {"name", "from_paper", "values_from_paper", "overrides",
+                                                    "description"}
         for key, value in preset.items():
-            if key not in {k for k, _ in _HYPERPARAMETERS} | {"name", "from_paper"}:
-                preset_rows.append({"name": key, "value": _num(value) if not isinstance(value, (list, dict)) else str(value),
-                                    "meaning": ""})
+            if key not in known and not isinstance(value, (list, dict)):
+                preset_rows.append({"name": key, "value": _num(value), "meaning": "", "origin": origin(key)})
     gain_values = ", ".join(f"×{_num(g)}" for g in sorted({g for _, _, g in rescaled})) or "none (all 1.0)"
 
     layer_rows, totals, has_sv = _layer_rows(gdoc, matrix, classes, num_layers or len(matrix))

@@ -35,7 +35,9 @@ def calibrated_record(layers=6, heads=4, model_type="qwen2_5_vl", verified=True)
         "counts": {"perceptual": len(perc), "reasoning": len(reas), "both": 0, "total_heads": layers * heads,
                    "share": (len(perc) + len(reas)) / (layers * heads), "per_layer": per_layer},
         "preset": {"name": "default", "l_perc": 7, "l_reas": 3, "tau_perc": 0.22, "tau_reas": 0.01,
-                   "g_perc": 1.16, "g_reas": 1.3, "from_paper": True},
+                   "g_perc": 1.16, "g_reas": 1.3, "from_paper": True,
+                   "values_from_paper": ["g_perc", "g_reas", "l_perc", "l_reas", "tau_perc", "tau_reas"],
+                   "overrides": []},
         "query": {"mode": "last", "k": 1},
         "data": {"name": "synthetic", "fingerprint": "ab" * 32, "samples": 32},
         "stability": {"bootstrap_jaccard_mean": 0.875, "bootstrap_rounds": 20},
@@ -155,6 +157,31 @@ def test_body_has_every_section_a_reader_needs(tmp_path):
     # reproduce
     assert "headbake convert Ocean-R1 --preset default --out Ocean-R1-headbake" in body
     assert "headbake 0.1.0" in body and "transformers 5.24.0" in body
+
+
+def test_preset_rows_say_where_each_value_came_from():
+    rec = calibrated_record()
+    body = card_text(rec)
+    assert "| `g_perc` | 1.16 | gain applied to perceptual heads | paper |" in body
+    assert "| `query` | the last prompt token |" in body
+    assert "values_from_paper" not in body and "overrides" not in body
+    rec["gains"]["preset"].update(g_perc=1.2, overrides=["g_perc"], from_paper=False)
+    rec["gains"]["preset"]["values_from_paper"].remove("g_perc")
+    body = card_text(rec)
+    assert "| `g_perc` | 1.2 | gain applied to perceptual heads | set for this run |" in body
+    assert "(the paper's published setting)" not in body
+
+
+def test_counts_are_worded_in_singular_and_plural():
+    rec = calibrated_record(layers=4, heads=4)
+    sel = rec["gains"]["selected"]
+    sel["perceptual"], sel["reasoning"] = [[0, 1]], []
+    rec["gains"]["gains"] = [[1.0, 1.16, 1.0, 1.0]] + [[1.0] * 4 for _ in range(3)]
+    rec["gains"]["counts"]["per_layer"] = []
+    rec["edited"] = rec["edited"][:1]
+    body = card_text(rec)
+    assert "1 *perceptual* head in layer 0 by ×1.16 — by scaling its columns" in body
+    assert "1 `o_proj` weight tensor in 1 shard file;" in body
 
 
 def test_every_table_is_well_formed(tmp_path):
