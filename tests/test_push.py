@@ -24,6 +24,9 @@ from headbake.model_cards.render import render_card
 sys.path.insert(0, str(Path(__file__).parent))
 from hubserver import FakeHub  # noqa: E402
 
+# huggingface_hub 2.4's LFS PUT passes a file object as ``data=``; httpx2 warns about it, not our code.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+
 TOKEN = "hf_TestWriteToken0123456789abcdef"
 OTHER = "hf_BobsToken9876543210fedcba"
 SRC_SHA = "4f2e8c1d9b7a6e5f4c3b2a1908f7e6d5c4b3a291"
