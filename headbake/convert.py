@@ -224,7 +224,7 @@ def _build(src, source, resolved, out, work, key_cal, stages, *, preset, overrid
     write_json_atomic(baked / RECORD, rec)
     if doc.get("visual_ratio"):
         plot_heatmap(doc, baked / "headbake_heatmap.png")
-    render_card(baked, rec, command, license=resolved.license, repo_id=push_to_hub or out.name)
+    render_card(baked, rec, command, license=resolved.license, repo_id=push_to_hub)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         tmp.rmdir()
         baked.rename(tmp)
