@@ -26,7 +26,7 @@ import click
 @click.option("--question-column", default="question", show_default=True)
 @click.option("--samples", type=int, help="Number of samples (embedded set: default 64; files: all).")
 @click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available).")
+@click.option("--device", help="auto, cpu, cuda, cuda:1, ... (default auto: cuda if available).")
 @click.option("--device-map", type=click.Choice(["auto"]), help="Spread the model over devices with accelerate.")
 @click.option("--dtype", default="auto", show_default=True, help="auto (the checkpoint's), float32, bfloat16, float16.")
 @click.option("--query", "query", default="last", show_default=True,

@@ -65,8 +65,9 @@ def visual_share_from_qk(query, key, attention_mask, scaling, positions, vis):
     if scaling is None:
         scaling = dim ** -0.5
     rows = query.gather(2, positions[:, None, :, None].expand(bsz, hq, npos, dim)).float()
-    rows = rows.view(bsz, hkv, hq // hkv, npos, dim)
-    scores = torch.matmul(rows, key.float().unsqueeze(2).transpose(-1, -2)) * scaling
+    # GQA: query head h uses KV head h // groups; group the rows per KV head instead of repeating K.
+    rows = rows.reshape(bsz, hkv, (hq // hkv) * npos, dim)
+    scores = torch.matmul(rows, key.float().transpose(-1, -2)).mul_(scaling)
     scores = scores.view(bsz, hq, npos, lk)
     if attention_mask is None:
         keys = torch.arange(lk, device=key.device)

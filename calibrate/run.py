@@ -30,7 +30,7 @@ class CalibrateOptions:
     question_column: str = "question"
     samples: int | None = None
     batch_size: int = 4
-    device: str | None = None  # None: cuda if available, else cpu
+    device: str | None = None  # None or "auto": cuda if available, else cpu
     device_map: str | None = None  # "auto": accelerate places the model over devices
     dtype: str = "auto"
     query: str = "last"
@@ -57,7 +57,7 @@ def _check_options(o: CalibrateOptions):
         raise HeadbakeError("give either --data or --dataset, not both")
     if o.device_map not in (None, "auto"):
         raise HeadbakeError(f"--device-map supports only 'auto', got {o.device_map!r}")
-    if o.device_map and o.device:
+    if o.device_map and o.device not in (None, "auto"):
         raise HeadbakeError("give either --device or --device-map auto, not both")
     if o.bootstrap_rounds < 0:
         raise HeadbakeError("--bootstrap must be >= 0")
@@ -81,7 +81,7 @@ def load_data(o: CalibrateOptions):
 def _resolve_device(device):
     import torch
 
-    if device is None:
+    if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
