@@ -36,7 +36,8 @@ def format_table(doc: dict) -> str:
             edited = [f"{h}({g:g})" for h, g in enumerate(row) if g != 1.0]
             lines.append(f"{l:>5} {len(edited):>10}  {' '.join(edited)}")
         return "\n".join(lines)
-    lines.append(f"{'layer':>5} {'perc':>5} {'reas':>5} {'S_v min':>8} {'mean':>7} {'max':>7}  selected heads (P=perceptual, R=reasoning)")
+    lines.append(f"{'layer':>5} {'perc':>5} {'reas':>5} {'S_v min':>8} {'mean':>7} {'max':>7}  "
+                 "selected heads (P=perceptual, R=reasoning)")
     for l, row in enumerate(sv):
         p = [h for h in range(len(row)) if (l, h) in perc]
         r = [h for h in range(len(row)) if (l, h) in reas]
@@ -54,12 +55,14 @@ def format_table(doc: dict) -> str:
     if preset:
         lines.append(
             "preset {name}: l_perc={l_perc} l_reas={l_reas} tau_perc={tau_perc} tau_reas={tau_reas} "
-            "g_perc={g_perc} g_reas={g_reas}{paper}".format(**{**preset, "paper": " (from the paper)" if preset.get("from_paper") else ""})
+            "g_perc={g_perc} g_reas={g_reas}{paper}".format(
+                **{**preset, "paper": " (from the paper)" if preset.get("from_paper") else ""})
         )
     stab = doc.get("stability") or {}
     if stab.get("bootstrap_jaccard_mean") is not None:
         lines.append(
-            f"stability: mean bootstrap Jaccard {stab['bootstrap_jaccard_mean']:.3f} over {stab.get('bootstrap_rounds')} resamples"
+            f"stability: mean bootstrap Jaccard {stab['bootstrap_jaccard_mean']:.3f} over "
+            f"{stab.get('bootstrap_rounds')} resamples"
             f" of {doc.get('samples', '?')} samples"
         )
     return "\n".join(lines)

@@ -198,7 +198,8 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
                 inputs = build_inputs(processor, batch, device=device)
             except (ValueError, TypeError) as e:
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise HeadbakeError(f"the processor rejected {dataset.origins[start]} (batch of {len(batch)}): {msg}") from None
+                where = f"{dataset.origins[start]} (batch of {len(batch)})"
+                raise HeadbakeError(f"the processor rejected {where}: {msg}") from None
             vis = visual_mask(inputs["input_ids"], ids)
             for i in range(len(batch)):
                 if not bool(vis[i].any()):

@@ -89,7 +89,9 @@ def validate_params(p: Params, num_layers: int | None = None) -> list[str]:
         if g < 1.0:
             warnings.append(f"{name}={g} < 1 attenuates heads; the paper only amplifies (g >= 1)")
         elif g > HIGH_GAIN:
-            warnings.append(f"{name}={g} is large; the paper found gains near {PAPER_BEST_GAIN} best and larger ones degrading")
+            warnings.append(
+                f"{name}={g} is large; the paper found gains near {PAPER_BEST_GAIN} best and larger ones degrading"
+            )
     if num_layers is not None:
         for name, v in (("l_perc", l_perc), ("l_reas", l_reas)):
             if not 0 <= v < num_layers:

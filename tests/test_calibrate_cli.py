@@ -224,8 +224,10 @@ def bad_inputs(tmp_path, tiny_fp32):
         "missing_image": ([tiny_fp32, "--data", _bad_jsonl(tmp_path, json.dumps(
             {"image": "nope.png", "question": "q"}))], "line 1: image not found"),
         "empty_data": ([tiny_fp32, "--data", _bad_jsonl(tmp_path, "\n\n")], "has no samples"),
-        "bad_json_line": ([tiny_fp32, "--data", _bad_jsonl(tmp_path, ok + "\n" + ok + "\n{oops\n")], "line 3: not valid JSON"),
-        "no_question": ([tiny_fp32, "--data", _bad_jsonl(tmp_path, json.dumps({"image": "ok.png"}))], "line 1: \"question\""),
+        "bad_json_line": ([tiny_fp32, "--data", _bad_jsonl(tmp_path, ok + "\n" + ok + "\n{oops\n")],
+                          "line 3: not valid JSON"),
+        "no_question": ([tiny_fp32, "--data", _bad_jsonl(tmp_path, json.dumps({"image": "ok.png"}))],
+                        "line 1: \"question\""),
         "tau_order": ([tiny_fp32, "--tau-reas", 0.3, "--tau-perc", 0.2], "tau_reas (0.3) must be below tau_perc"),
         "tau_equal": ([tiny_fp32, "--tau-reas", 0.2, "--tau-perc", 0.2], "must be below"),
         "l_perc_outside": ([tiny_fp32, "--l-perc", 4], "l_perc=4 is outside the model's decoder layers 0..3"),

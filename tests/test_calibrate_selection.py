@@ -92,7 +92,8 @@ def test_presets_and_overrides():
     params, block = resolve("default")
     assert params.as_dict() == PAPER_OCEAN_R1
     assert block["from_paper"] is True and block["overrides"] == []
-    assert PAPER_OCEAN_R1 == {"l_perc": 7, "l_reas": 3, "tau_perc": 0.22, "tau_reas": 0.01, "g_perc": 1.16, "g_reas": 1.30}
+    assert PAPER_OCEAN_R1 == {"l_perc": 7, "l_reas": 3, "tau_perc": 0.22, "tau_reas": 0.01,
+                              "g_perc": 1.16, "g_reas": 1.30}
     params, block = resolve("default", {"g_perc": 1.2, "l_reas": None, "tau_reas": 0.01})
     assert params.g_perc == 1.2 and params.l_reas == 3
     assert block["from_paper"] is False and block["overrides"] == ["g_perc"]
