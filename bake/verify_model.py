@@ -24,6 +24,14 @@ FLOOR_FACTOR = 2.0
 ABS_SLACK = {"max_abs_logit": 1e-5, "kl_max": 1e-9}
 
 
+def _free() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -79,7 +87,11 @@ def _run(model, inputs, positions: int, new_tokens: int, pad_id):
     dev = next(model.parameters()).device
     batch = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in inputs.items()}
     with torch.no_grad():
-        logits = model(**batch).logits[:, -positions:].float().cpu()
+        try:  # only the compared positions' logits: [batch, L, vocab] is GBs for a 150k vocabulary
+            out = model(**batch, logits_to_keep=positions)
+        except TypeError:
+            out = model(**batch)
+        logits = out.logits[:, -positions:].float().cpu()
         gen = None
         if new_tokens:
             out = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
@@ -141,10 +153,19 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
     step()
     vanilla, _ = _run(model, inputs, positions, 0, pad_id)
     step()
-    with apply_gains(model, gains):
+    handle = apply_gains(model, gains)
+    try:
         hooked, gen_h = _run(model, inputs, positions, new_tokens, pad_id)
         step()
-        model.to(ref_dtype)
+        if device_map:
+            # A dispatched model is not cast in place: free it and load the reference dtype instead.
+            handle.remove()
+            del model
+            _free()
+            model = _load(src, info, ref_dtype, device, device_map, trust_remote_code)
+            handle = apply_gains(model, gains)
+        else:
+            model.to(ref_dtype)
         if ref_dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
             # grouped_mm kernels have no float64 path; the eager expert loop is the same math.
             try:
@@ -152,18 +173,18 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
             except (ValueError, AttributeError):
                 pass
         reference, _ = _run(model, inputs, positions, 0, pad_id)
+    finally:
+        handle.remove()
     step()
     del model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    _free()
     model = _load(baked, info, "auto", device, device_map, trust_remote_code)
     step()
     baked_logits, gen_b = _run(model, inputs, positions, new_tokens, pad_id)
     step()
     bar.close()
     del model
-    gc.collect()
+    _free()
 
     res = compare_logits(hooked, baked_logits)
     floor = compare_logits(reference, hooked)

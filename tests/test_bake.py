@@ -436,3 +436,16 @@ def test_stale_temp_from_killed_run_is_swept(src_copy, gains_bf16, tmp_path):
     (stale / "junk").write_text("x")
     assert run("bake", src_copy, "--gains", gains_bf16, "--out", tmp_path / "o", "-q").exit_code == 0
     assert not stale.exists()
+
+
+def test_verify_with_device_map_reloads_for_the_reference(tiny_bf16, baked_bf16, tmp_path):
+    """--device-map models are reloaded in the reference dtype, not cast in place; figures must not change."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert run("verify", tiny_bf16, baked_bf16, "--report", a, "-q", "--samples", "2").exit_code == 0
+    r = run("verify", tiny_bf16, baked_bf16, "--report", b, "-q", "--samples", "2", "--device-map", "auto")
+    assert r.exit_code == 0, r.output
+    ma, mb = json.loads(a.read_text())["model"], json.loads(b.read_text())["model"]
+    assert mb["device"] == "device_map=auto"
+    for key in ("max_abs_logit", "kl_max", "top1_agreement"):
+        assert ma[key] == pytest.approx(mb[key], rel=1e-6, abs=1e-9)
+        assert ma["noise_floor"][key] == pytest.approx(mb["noise_floor"][key], rel=1e-6, abs=1e-9)
