@@ -157,7 +157,7 @@ class _AttnSwitch:
         self.model, self.name = model, name
 
     def __enter__(self):
-        self.saved = [(c, c.__dict__.get("_attn_implementation_internal")) for c in _configs(self.model)]
+        self.saved = [(c, getattr(c, "_attn_implementation_internal", None)) for c in _configs(self.model)]
         self.model.set_attn_implementation(self.name)
         return self
 
@@ -182,15 +182,24 @@ def _forward(model, inputs):
         model(**kwargs)
 
 
-def _run_registry(model, inputs, positions, vis, num_layers):
+def _run_registry(model, inputs, positions, vis, num_layers, strict=True):
+    """Rows from the registered function; ``{}`` when the model cannot switch to it and not ``strict``."""
     register_probe()
     state = _ProbeState(positions, vis)
+    switch = _AttnSwitch(model, PROBE_NAME)
+    try:
+        switch.__enter__()
+    except (ValueError, NotImplementedError, AttributeError, TypeError) as e:
+        switch.__exit__(None, None, None)
+        if strict:
+            raise HeadbakeError(f"cannot switch {type(model).__name__} to the probe's attention: {e}") from None
+        return {}
     token = _ACTIVE.set(state)
     try:
-        with _AttnSwitch(model, PROBE_NAME):
-            _forward(model, inputs)
+        _forward(model, inputs)
     finally:
         _ACTIVE.reset(token)
+        switch.__exit__(None, None, None)
     return state.rows
 
 
@@ -237,9 +246,10 @@ def _run_hooks(model, inputs, positions, vis, layers):
 
 
 def _default_method(model) -> str:
+    """Known remote-code models go straight to hooks; everything else tries the registry first."""
     from headbake.calibrate.visual_tokens import PROBE_PATHS
 
-    return PROBE_PATHS.get(getattr(model.config, "model_type", None), "auto")
+    return "hooks" if PROBE_PATHS.get(getattr(model.config, "model_type", None)) == "hooks" else "auto"
 
 
 def probe_batch(model, inputs, positions, weights=None, visual_mask=None, method="auto"):
@@ -248,8 +258,9 @@ def probe_batch(model, inputs, positions, weights=None, visual_mask=None, method
     ``positions`` ``[B, P]``: absolute query indices per sample; ``weights``
     ``[B, P]``: which of them count (e.g. generated tokens after an EOS do
     not); each sample's value is the mean over its counted positions.
-    ``method``: "registry", "hooks" or "auto" (the model type's known path,
-    else registry with a hooks fallback when no layer reached the registry).
+    ``method``: "registry", "hooks" or "auto" (hooks for model types known to
+    bypass the registry, else the registry with a hooks fallback when the model
+    cannot switch to it or no decoder layer's attention reached it).
     """
     import torch
 
@@ -295,8 +306,8 @@ def probe_batch(model, inputs, positions, weights=None, visual_mask=None, method
         raise HeadbakeError(f"unknown probe method {method!r}")
     rows = {}
     if method in ("auto", "registry"):
-        rows = _run_registry(model, inputs, positions, vis, num_layers)
-        if not rows and method == "auto":
+        rows = _run_registry(model, inputs, positions, vis, num_layers, strict=method == "registry")
+        if not rows and method == "auto":  # the attention bypassed the registry: fall back to hooks
             method = "hooks"
     if method == "hooks":
         rows = _run_hooks(model, inputs, positions, vis, layers)

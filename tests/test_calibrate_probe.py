@@ -203,3 +203,34 @@ def test_bf16_probe_close_to_eager(tiny_bf16):
     ref = _eager_sv(eager, inputs, [[length - 1]] * 2, vis).mean(0)
     assert got.dtype == torch.float32
     assert (got.double() - ref).abs().max().item() < 2e-2
+
+
+@pytest.mark.parametrize("behaviour", ["raises", "ignores"])
+def test_auto_falls_back_to_hooks_when_registry_is_bypassed(fp32_models, padded, monkeypatch, behaviour):
+    """A model that cannot (raises) or silently does not (ignores) switch to the probe gets the hooks path."""
+    from headbake.calibrate.probe import PROBE_NAME, probe_batch
+
+    sdpa, eager, _ = fp32_models
+    inputs, vis = padded
+    real = sdpa.set_attn_implementation
+
+    def switch(name, *a, **kw):
+        if name == PROBE_NAME:
+            if behaviour == "raises":
+                raise ValueError("custom attention not supported")
+            return None
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(sdpa, "set_attn_implementation", switch)
+    length = inputs["input_ids"].shape[1]
+    pos = [[length - 1, length - 2]] * 4
+    got = probe_batch(sdpa, inputs, torch.tensor(pos), visual_mask=vis, method="auto")
+    ref = _eager_sv(eager, inputs, pos, vis)
+    assert (got.double() - ref).abs().max().item() < TOL
+    assert sdpa.config._attn_implementation == "sdpa"
+    if behaviour == "raises":
+        with pytest.raises(HeadbakeError, match="cannot switch"):
+            probe_batch(sdpa, inputs, torch.tensor(pos), visual_mask=vis, method="registry")
+    else:
+        with pytest.raises(HeadbakeError, match="saw 0 of 4 decoder layers"):
+            probe_batch(sdpa, inputs, torch.tensor(pos), visual_mask=vis, method="registry")
