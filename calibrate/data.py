@@ -8,14 +8,13 @@ goes into the gains file, so a calibration can be matched to its data.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from headbake.errors import HeadbakeError
-from headbake.samples import Sample, synthetic_samples
+from headbake.samples import Sample, fingerprint, synthetic_samples  # noqa: F401 (fingerprint re-exported)
 
 EMBEDDED_DEFAULT_SAMPLES = 64
 EMBEDDED_SEED = 0
@@ -149,23 +148,3 @@ def load_hf_dataset(name: str, split: str, image_column: str, question_column: s
         origins.append(where)
     note = f"asked for {limit} samples, the split has {len(ds)}" if limit is not None and len(ds) < limit else None
     return CalibrationData(f"hf:{name}[{split}]", samples, origins, note)
-
-
-def _png_digest(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return hashlib.sha256(buf.getvalue()).digest()
-
-
-def fingerprint(samples) -> str:
-    """sha256 over each image's PNG bytes and question, in order.
-
-    Equal to ``headbake.samples.fingerprint`` for single-image samples;
-    multi-image samples hash each image in turn.
-    """
-    h = hashlib.sha256()
-    for s in samples:
-        for im in s.image if isinstance(s.image, (list, tuple)) else [s.image]:
-            h.update(_png_digest(im))
-        h.update(s.question.encode())
-    return h.hexdigest()

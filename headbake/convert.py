@@ -75,15 +75,8 @@ def convert(
     model: str,
     out: Path,
     *,
-    preset: str = "default",
-    overrides: dict | None = None,
+    calibration: dict | None = None,
     revision: str | None = None,
-    data: str | None = None,
-    samples: int | None = None,
-    batch_size: int = 4,
-    device: str | None = None,
-    device_map: str | None = None,
-    trust_remote_code: bool = False,
     verify_samples: int = 4,
     push_to_hub: str | None = None,
     private: bool = False,
@@ -94,7 +87,11 @@ def convert(
     command: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run the whole pipeline; returns a summary dict (paths, figures, timings, push result)."""
+    """Run the whole pipeline; returns a summary dict (paths, figures, timings, push result).
+
+    ``calibration`` holds ``CalibrateOptions`` fields (preset, overrides, data, samples, device, ...);
+    its device placement and ``trust_remote_code`` apply to verification too.
+    """
     from headbake.bake.output_dir import check_target
     from headbake.provenance import RECORD
 
@@ -111,16 +108,19 @@ def convert(
         stages.start("resolve")
         from headbake.resolve import resolve_model
 
+        cal = dict(calibration or {})
+        trust_remote_code = bool(cal.get("trust_remote_code"))
         resolved = resolve_model(model, revision=revision, endpoint=endpoint, progress=progress,
                                  trust_remote_code=trust_remote_code or None)
         src = resolved.path
         source = {"id": resolved.source_id, "revision": resolved.revision}
         stages.done()
 
+        data = cal.get("data")
         key_cal = _digest({
-            "source": source, "weights": _checkpoint_identity(src, resolved.revision), "preset": preset,
-            "overrides": overrides or {}, "data": data and [data, Path(data).stat().st_mtime_ns],
-            "samples": samples,
+            "source": source, "weights": _checkpoint_identity(src, resolved.revision),
+            "calibration": {k: v for k, v in cal.items() if k not in ("batch_size", "device", "device_map")},
+            "data_mtime": Path(data).stat().st_mtime_ns if data and Path(data).is_file() else None,
         })
         rec = _read(out / RECORD) if (out / RECORD).is_file() else None
         if rec and rec.get("convert_key") == key_cal and (rec.get("verification") or {}).get("passed"):
@@ -132,9 +132,7 @@ def convert(
             check_target(out, overwrite, protected=[src])
             work = out.parent / f".{out.name}.headbake-work"
             work.mkdir(parents=True, exist_ok=True)
-            result = _build(src, source, resolved, out, work, key_cal, stages, preset=preset, overrides=overrides,
-                            data=data, samples=samples, batch_size=batch_size, device=device,
-                            device_map=device_map, trust_remote_code=trust_remote_code,
+            result = _build(src, source, resolved, out, work, key_cal, stages, calibration=cal,
                             verify_samples=verify_samples, overwrite=overwrite, command=command, progress=progress,
                             push_to_hub=push_to_hub)
         if push_to_hub:
@@ -152,9 +150,8 @@ def convert(
     return result
 
 
-def _build(src, source, resolved, out, work, key_cal, stages, *, preset, overrides, data, samples, batch_size,
-           device, device_map, trust_remote_code, verify_samples, overwrite, command, progress,
-           push_to_hub=None) -> dict:
+def _build(src, source, resolved, out, work, key_cal, stages, *, calibration, verify_samples, overwrite, command,
+           progress, push_to_hub) -> dict:
     from headbake.bake.bake import bake_checkpoint
     from headbake.bake.output_dir import atomic_directory
     from headbake.bake.verify import run_verify
@@ -172,11 +169,7 @@ def _build(src, source, resolved, out, work, key_cal, stages, *, preset, overrid
         stages.done(reused=True)
     else:
         stages.start("calibrate")
-        doc = calibrate(CalibrateOptions(
-            model=str(src), preset=preset, overrides=overrides or {}, data=data, samples=samples,
-            batch_size=batch_size, device=device, device_map=device_map, trust_remote_code=trust_remote_code,
-            source=source, progress=progress,
-        ))
+        doc = calibrate(CalibrateOptions(model=str(src), source=source, progress=progress, **calibration))
         doc["convert_key"] = key_cal
         write_json_atomic(heads, doc)
         stages.done()
@@ -205,8 +198,10 @@ def _build(src, source, resolved, out, work, key_cal, stages, *, preset, overrid
         report = rec["verification"]
     else:
         stages.start("verify")
-        report = run_verify(src, baked, samples=verify_samples, device=device or "auto", device_map=device_map,
-                            trust_remote_code=trust_remote_code, progress=progress, record=True)
+        report = run_verify(src, baked, samples=verify_samples, device=calibration.get("device") or "auto",
+                            device_map=calibration.get("device_map"),
+                            trust_remote_code=bool(calibration.get("trust_remote_code")), progress=progress,
+                            record=True)
         if not report["passed"]:
             raise HeadbakeError(
                 f"verification failed ({'; '.join(s.strip() for s in report['summary'][:2])}); "

@@ -7,30 +7,15 @@ from pathlib import Path
 
 import click
 
-
-def _overrides(**kw):
-    return {k: v for k, v in kw.items() if v is not None}
+from headbake.calibrate.cli import calibration_fields, calibration_options
 
 
 @click.command("convert")
 @click.argument("model")
-@click.option("--preset", default="default", show_default=True, help="Head-selection preset (see `headbake presets`).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Output directory [default: ./NAME-headbake].")
 @click.option("--revision", help="Hub branch, tag or commit to convert.")
-@click.option("--l-perc", type=int, help="Override: last perceptual layer (0-based).")
-@click.option("--l-reas", type=int, help="Override: first reasoning layer (0-based).")
-@click.option("--tau-perc", type=float, help="Override: perceptual S_v threshold.")
-@click.option("--tau-reas", type=float, help="Override: reasoning S_v threshold.")
-@click.option("--g-perc", type=float, help="Override: perceptual gain.")
-@click.option("--g-reas", type=float, help="Override: reasoning gain.")
-@click.option("--data", type=click.Path(path_type=Path, dir_okay=False),
-              help="Calibration JSONL ({\"image\": ..., \"question\": ...}) [default: the embedded set].")
-@click.option("--samples", type=int, help="Use at most N calibration samples.")
-@click.option("--batch-size", default=4, show_default=True)
-@click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda if available].")
-@click.option("--device-map", type=click.Choice(["auto"]), help="Spread a large model over devices (accelerate).")
-@click.option("--trust-remote-code", is_flag=True, help="Run the checkpoint's own Python code (Kimi-VL needs it).")
+@calibration_options
 @click.option("--verify-samples", default=4, show_default=True, help="Image+text inputs for the model-level check.")
 @click.option("--push-to-hub", "push_to_hub", metavar="REPO_ID", help="Upload the result to this Hub repo.")
 @click.option("--private", is_flag=True, help="Create the Hub repo private.")
@@ -39,9 +24,8 @@ def _overrides(**kw):
 @click.option("--endpoint", help="Hub endpoint [default: $HF_ENDPOINT or huggingface.co].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, different output directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def convert_cmd(model, preset, out, revision, l_perc, l_reas, tau_perc, tau_reas, g_perc, g_reas, data, samples,
-                batch_size, device, device_map, trust_remote_code, verify_samples, push_to_hub, private, branch,
-                create_pr, endpoint, overwrite, quiet):
+def convert_cmd(model, out, revision, verify_samples, push_to_hub, private, branch, create_pr, endpoint, overwrite,
+                quiet, **kw):
     """Calibrate, bake, verify, card and (optionally) push MODEL in one go.
 
     MODEL is an alias (`headbake models`; `demo` is a tiny model built
@@ -57,13 +41,10 @@ def convert_cmd(model, preset, out, revision, l_perc, l_reas, tau_perc, tau_reas
 
     if out is None:
         out = Path(f"{Path(model.rstrip('/')).name}-headbake")
-    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith("headbake") else ["convert", model, "--preset", preset]
+    calibration = calibration_fields(kw)
+    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith("headbake") else ["convert", model]
     res = convert(
-        model, out, preset=preset,
-        overrides=_overrides(l_perc=l_perc, l_reas=l_reas, tau_perc=tau_perc, tau_reas=tau_reas, g_perc=g_perc,
-                             g_reas=g_reas),
-        revision=revision, data=str(data) if data else None, samples=samples, batch_size=batch_size, device=device,
-        device_map=device_map, trust_remote_code=trust_remote_code, verify_samples=verify_samples,
+        model, out, calibration=calibration, revision=revision, verify_samples=verify_samples,
         push_to_hub=push_to_hub, private=private, branch=branch, create_pr=create_pr, endpoint=endpoint,
         overwrite=overwrite, command=reproduce_command([a for a in argv if a not in ("-q", "--quiet")]),
         progress=not quiet,

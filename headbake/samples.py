@@ -119,11 +119,12 @@ def synthetic_samples(n: int = 32, seed: int = 0, size: tuple[int, int] = (224, 
 
 
 def fingerprint(samples) -> str:
-    """sha256 over every image's PNG bytes and question, in order."""
+    """sha256 over every image's PNG bytes (each image of a multi-image sample in turn) and question, in order."""
     h = hashlib.sha256()
     for s in samples:
-        buf = io.BytesIO()
-        s.image.save(buf, format="PNG")
-        h.update(hashlib.sha256(buf.getvalue()).digest())
+        for image in s.image if isinstance(s.image, (list, tuple)) else [s.image]:
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            h.update(hashlib.sha256(buf.getvalue()).digest())
         h.update(s.question.encode())
     return h.hexdigest()

@@ -191,6 +191,20 @@ def test_split_runs_merge_to_the_whole(tiny_fp32, loaded, tmp_path):
     other = dict(docs["b"], query={"mode": "last_k", "k": 2})
     with pytest.raises(HeadbakeError, match="query"):
         merge_documents([docs["a"], other])
+    # the same through the CLI
+    for name in ("a", "b"):
+        write_json_atomic(tmp_path / f"{name}.json", docs[name])
+    from click.testing import CliRunner
+
+    from headbake.cli import main
+
+    r = CliRunner().invoke(main, ["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out",
+                                  str(tmp_path / "m.json")])
+    assert r.exit_code == 0 and "6 samples" in r.output, r.output
+    assert json.loads((tmp_path / "m.json").read_text())["gains"] == whole["gains"]
+    r = CliRunner().invoke(main, ["merge", str(tmp_path / "a.json"), str(tmp_path / "nope.json"), "--out",
+                                  str(tmp_path / "m2.json")])
+    assert r.exit_code == 2 and r.output.startswith("Error: gains file not found") and not (tmp_path / "m2.json").exists()
 
 
 def _bad_jsonl(tmp_path, text):
