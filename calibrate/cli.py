@@ -29,7 +29,9 @@ _CALIBRATION_OPTIONS = [
     click.option("--dtype", default="auto", show_default=True,
                  help="auto (the checkpoint's), float32, bfloat16, float16."),
     click.option("--query", "query", default="last", show_default=True,
-                 type=click.Choice(["last", "last-k", "generated-k"]), help="Query position i* (see docs)."),
+                 type=click.Choice(["last", "last-k", "generated-k"]),
+                 help="Query position i*: the last prompt token, the mean over the last k prompt tokens, "
+                      "or the mean over the first k greedily generated tokens."),
     click.option("--k", "k", type=int, help="Positions to average for last-k / generated-k."),
     click.option("--visual-token-id", "visual_token_ids", type=int, multiple=True,
                  help="Override the image/video placeholder token ids (repeatable)."),
