@@ -111,7 +111,12 @@ def bake_checkpoint(
         if any(g != 1.0 for g in doc["gains"][t.layer]):
             by_shard.setdefault(tensors[t.weight].file, []).append(t)
 
-    others = [f for f in ckpt.other_files() if f != RECORD]
+    # The source's own model card describes the unedited model; `headbake card` writes this one's.
+    others = [f for f in ckpt.other_files() if f not in (RECORD, "README.md")]
+    skipped = ckpt.stray_weights()
+    if skipped and progress:
+        print(f"warning: not copying weight files the checkpoint does not use: {', '.join(skipped)}",
+              file=sys.stderr)
     total = sum(s.size for s in ckpt.shards.values())
     edited = []
     methods: Counter = Counter()
@@ -153,16 +158,14 @@ def bake_checkpoint(
 
         files = {}
         rels = others + sorted(ckpt.weight_files())
-        digests_src = digests_out = {}
         if checksums:
             nbytes = 2 * sum((src / r).stat().st_size for r in rels)
             with _progress(nbytes, progress, "sha256") as bar:
                 digests_src = sha256_files([src / r for r in rels], bar)
                 digests_out = sha256_files([tmp / r for r in rels], bar)
         else:
-            small = [r for r in others]
-            digests_src = sha256_files([src / r for r in small])
-            digests_out = sha256_files([tmp / r for r in small])
+            digests_src = sha256_files([src / r for r in others])
+            digests_out = sha256_files([tmp / r for r in others])
         for r in rels:
             files[r] = {
                 "size": (tmp / r).stat().st_size,
@@ -181,6 +184,8 @@ def bake_checkpoint(
             "verification": None,
             "command": None,
         }
+        if skipped:
+            record["skipped_files"] = skipped
         if previous is not None:
             record["previous_bake"] = previous
         write_json_atomic(tmp / RECORD, record)

@@ -87,8 +87,15 @@ def atomic_directory(out: Path, overwrite: bool = False):
                     raise HeadbakeError(f"output directory {out} appeared during the run; not replacing it")
                 old = out.parent / f".{out.name}.headbake-old-{os.getpid()}"
                 os.replace(out, old)
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
+                try:
+                    os.replace(tmp, out)
+                except BaseException:
+                    os.replace(old, out)  # put the previous output back
+                    raise
+                if old.is_symlink() or not old.is_dir():
+                    old.unlink()
+                else:
+                    shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, out)
     except BaseException:

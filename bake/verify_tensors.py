@@ -84,6 +84,8 @@ def verify_tensors(src, baked, gains, progress: bool = True) -> dict:
         problem(f"missing in baked: {f}")
     for f in sorted(baked_files - src_files - set(ADDED_FILES)):
         problem(f"extra file in baked: {f}")
+    for f in bck.stray_weights():
+        problem(f"extra weight file in baked (not part of the checkpoint, so not baked): {f}")
     if set(sck.shards) != set(bck.shards):
         problem(f"shard names differ: {sorted(sck.shards)} vs {sorted(bck.shards)}")
 
@@ -100,7 +102,8 @@ def verify_tensors(src, baked, gains, progress: bool = True) -> dict:
         problem(f"extra tensor in baked: {name}")
 
     hashes: dict[str, dict] = {}
-    compare = sorted((src_files & baked_files) - {"README.md"})
+    # headbake's own files (a --force re-bake's source has a headbake.json too) are not the source's content
+    compare = sorted((src_files & baked_files) - set(ADDED_FILES))
     total = sum((src / f).stat().st_size for f in compare)
     fold_exact = 0
     with ThreadPoolExecutor(max_workers=2) as pool, tqdm(

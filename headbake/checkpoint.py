@@ -71,17 +71,32 @@ class Checkpoint:
             files.add(self.index_file)
         return files
 
-    def other_files(self) -> list[str]:
-        """Every non-weight file (config, tokenizer, processor, ...), relative paths."""
-        weights = self.weight_files()
+    def _files(self) -> list[str]:
         out = []
         for p in sorted(self.root.rglob("*")):
             rel = p.relative_to(self.root).as_posix()
-            if rel.startswith(".cache/") or rel.startswith(".git/"):
+            if rel.startswith((".cache/", ".git/")) or not p.is_file():
                 continue
-            if (p.is_file()) and rel not in weights:
-                out.append(rel)
+            out.append(rel)
         return out
+
+    def other_files(self) -> list[str]:
+        """Every non-weight file (config, tokenizer, processor, ...), relative paths."""
+        weights = self.weight_files()
+        return [rel for rel in self._files() if rel not in weights and not _weight_like(rel)]
+
+    def stray_weights(self) -> list[str]:
+        """Weight files beside the checkpoint that it does not use (``pytorch_model.bin``, an unindexed
+        ``consolidated.safetensors``...): copied as they are, they would ship unbaked weights."""
+        weights = self.weight_files()
+        return [rel for rel in self._files() if rel not in weights and _weight_like(rel)]
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".h5", ".msgpack") + PICKLE_SUFFIXES
+
+
+def _weight_like(rel: str) -> bool:
+    return rel.endswith(WEIGHT_SUFFIXES) or rel.endswith(".safetensors.index.json") or rel.endswith(".bin.index.json")
 
 
 def read_json(path: Path, what: str) -> dict:

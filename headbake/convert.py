@@ -27,14 +27,36 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _checkpoint_identity(path: Path, revision: str | None) -> dict:
-    """Cheap stand-in for the weights' identity: the Hub sha, else names, sizes and mtimes."""
+def _source_identity(path: Path, revision: str | None) -> dict:
+    """What calibration and bake depend on: every non-weight file's sha256 (they are small: config, chat
+    template, tokenizer, processor), plus the weights' names, sizes and mtimes (the Hub commit, when known,
+    pins them too)."""
+    from headbake.checkpoint import open_checkpoint
     from headbake.hashing import sha256_file
 
-    ident = {"revision": revision, "config": sha256_file(path / "config.json")}
-    if revision is None:
-        ident["files"] = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.glob("*.safetensors"))
-    return ident
+    ckpt = open_checkpoint(path)
+    return {
+        "revision": revision,
+        "files": {rel: sha256_file(path / rel) for rel in ckpt.other_files()},
+        "weights": sorted((n, s.size, s.path.stat().st_mtime_ns) for n, s in ckpt.shards.items()),
+    }
+
+
+def _data_fingerprint(src: Path, cal: dict) -> str:
+    """The calibration data's own fingerprint (image bytes + questions), so edited images count as new data."""
+    from headbake.calibrate.run import CalibrateOptions, load_data
+    from headbake.samples import fingerprint
+
+    fields = {k: cal[k] for k in ("data", "dataset", "split", "image_column", "question_column", "samples") if k in cal}
+    return fingerprint(load_data(CalibrateOptions(model=str(src), **fields)).samples)
+
+
+def _stamps(folder: Path) -> dict:
+    """Size and mtime of every file convert wrote, to notice an output edited or damaged since."""
+    from headbake.provenance import ADDED_FILES
+
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir())
+            if p.is_file() and p.name not in ADDED_FILES}
 
 
 def _read(path: Path):
@@ -96,12 +118,11 @@ def convert(
     from headbake.provenance import RECORD
 
     out = Path(out)
-    if branch and create_pr:
-        raise HeadbakeError("give either --branch or --create-pr, not both")
     if push_to_hub:
-        from headbake.hub import resolve_token
+        from headbake.hub import check_push_target, resolve_token
 
-        resolve_token(None)  # fail on a missing token now, not after an hour of calibration
+        check_push_target(push_to_hub, branch, create_pr)  # fail now, not after an hour of calibration
+        resolve_token(None)
     names = [s for s in STAGES if s != "push" or push_to_hub]
     stages = _Stages(names, progress)
     try:
@@ -116,14 +137,14 @@ def convert(
         source = {"id": resolved.source_id, "revision": resolved.revision}
         stages.done()
 
-        data = cal.get("data")
         key_cal = _digest({
-            "source": source, "weights": _checkpoint_identity(src, resolved.revision),
+            "source": source, "identity": _source_identity(src, resolved.revision),
             "calibration": {k: v for k, v in cal.items() if k not in ("batch_size", "device", "device_map")},
-            "data_mtime": Path(data).stat().st_mtime_ns if data and Path(data).is_file() else None,
+            "data": _data_fingerprint(src, cal),
         })
         rec = _read(out / RECORD) if (out / RECORD).is_file() else None
-        if rec and rec.get("convert_key") == key_cal and (rec.get("verification") or {}).get("passed"):
+        if (rec and rec.get("convert_key") == key_cal and (rec.get("verification") or {}).get("passed")
+                and rec.get("convert_stamps") == _stamps(out)):
             for s in ("calibrate", "bake", "verify", "card"):
                 stages.start(s, "reused")
                 stages.done(reused=True)
@@ -137,11 +158,12 @@ def convert(
                             push_to_hub=push_to_hub)
         if push_to_hub:
             stages.start("push", push_to_hub)
-            from headbake.hub import push_folder
+            from headbake.hub import publish
 
-            res = push_folder(out, push_to_hub, private=private, branch=branch, create_pr=create_pr,
-                              endpoint=endpoint)
-            result["push"] = {"url": res.url, "commit": res.commit_oid, "pr_url": res.pr_url, "no_op": res.no_op}
+            res, warnings, _ = publish(out, push_to_hub, private=private, branch=branch, create_pr=create_pr,
+                                       endpoint=endpoint)
+            result["push"] = {"url": res.url, "commit": res.commit_oid, "pr_url": res.pr_url, "no_op": res.no_op,
+                              "warnings": warnings}
             stages.done()
     finally:
         stages.close()
@@ -219,7 +241,9 @@ def _build(src, source, resolved, out, work, key_cal, stages, *, calibration, ve
     write_json_atomic(baked / RECORD, rec)
     if doc.get("visual_ratio"):
         plot_heatmap(doc, baked / "headbake_heatmap.png")
-    render_card(baked, rec, command, license=resolved.license, repo_id=push_to_hub)
+    render_card(baked, rec, command, license=resolved.license, repo_id=push_to_hub, out_name=out.name)
+    rec["convert_stamps"] = _stamps(baked)
+    write_json_atomic(baked / RECORD, rec)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         tmp.rmdir()
         baked.rename(tmp)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from headbake.errors import HeadbakeError
+from headbake.fsutil import write_json_atomic  # noqa: F401 (re-exported: the gains file's writer)
 from headbake.modelinfo import ModelInfo
 
 FORMAT = "headbake.gains/v1"
@@ -66,15 +67,3 @@ def gains_document(gains: list[list[float]], info: ModelInfo, source: dict | Non
     doc = {"format": FORMAT, **info.identity(), "source": source or {}, "gains": gains}
     doc.update(extra)
     return doc
-
-
-def write_json_atomic(path: str | os.PathLike, doc: dict) -> None:
-    """Write-then-rename, so an interrupted run never leaves half a JSON file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def edited_heads(gains: list[list[float]]) -> list[tuple[int, int, float]]:
-    return [(l, h, g) for l, row in enumerate(gains) for h, g in enumerate(row) if g != 1.0]

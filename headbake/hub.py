@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import os
 import re
 import time
@@ -220,7 +221,6 @@ def _push_error(e: BaseException, *, stage: str, repo_id: str, endpoint: str, at
 
 
 def _default_message(folder: Path) -> tuple[str, str]:
-    import json
 
     try:
         rec = json.loads((folder / RECORD_FILE).read_text())
@@ -244,9 +244,10 @@ def _changed_files(ops) -> int | None:
         return None
 
 
-def _validate(folder: Path, repo_id: str, branch: str | None, create_pr: bool) -> list[str]:
-    if not folder.is_dir():
-        raise HeadbakeError(f"folder not found: {folder}")
+def check_push_target(repo_id: str, branch: str | None = None, create_pr: bool = False) -> None:
+    """Reject a malformed repo id or branch, or offline mode, before any network call or long work."""
+    from headbake.resolve import offline_mode
+
     if branch and create_pr:
         raise HeadbakeError("--branch and --create-pr exclude each other (pull requests target main)")
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id or "") or "--" in repo_id \
@@ -254,6 +255,14 @@ def _validate(folder: Path, repo_id: str, branch: str | None, create_pr: bool) -
         raise HeadbakeError(f"invalid repo id {repo_id!r}: expected namespace/name, e.g. your-user/Ocean-R1-headbake")
     if branch is not None and (not branch or re.search(r"\s|\.\.|^refs/|^/|/$|[~^:?*\[\\]", branch)):
         raise HeadbakeError(f"invalid branch name {branch!r}")
+    if offline_mode():
+        raise HeadbakeError("HF_HUB_OFFLINE is set; unset it (or set HF_HUB_OFFLINE=0) to push")
+
+
+def _validate(folder: Path, repo_id: str, branch: str | None, create_pr: bool) -> list[str]:
+    if not folder.is_dir():
+        raise HeadbakeError(f"folder not found: {folder}")
+    check_push_target(repo_id, branch, create_pr)
     files = folder_files(folder)
     if not files:
         raise HeadbakeError(f"nothing to push: {folder} has no files")
@@ -285,15 +294,13 @@ def push_folder(
     given bytes instead of (or in addition to) the file at that relative path, so
     a caller can write its own change locally only once the push has succeeded.
     """
-    from headbake.resolve import hub_endpoint, offline_mode
+    from headbake.resolve import hub_endpoint
 
     folder = Path(folder)
     files = _validate(folder, repo_id, branch, create_pr)
     replace_files = dict(replace_files or {})
     files = sorted(set(files) | set(replace_files))
     token = resolve_token(token)
-    if offline_mode(None):
-        raise HeadbakeError("HF_HUB_OFFLINE is set; unset it (or set HF_HUB_OFFLINE=0) to push")
     endpoint = hub_endpoint(endpoint)
     summary, desc = _default_message(folder)
     summary = commit_message or summary
@@ -423,7 +430,6 @@ def check_publishable(folder: str | os.PathLike, *, allow_unbaked: bool = False,
     that was deleted or truncated since the bake). A failed verification is an
     error unless ``force``; a missing one is a warning.
     """
-    import json
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -466,3 +472,64 @@ def check_publishable(folder: str | os.PathLike, *, allow_unbaked: bool = False,
         elif not isinstance(ver, dict):
             warnings.append(f"{folder} has not been verified (run `headbake verify SOURCE {folder}`)")
     return warnings
+
+
+# ----------------------------------------------------------------------------- publish (push + card)
+
+
+def card_for_repo(folder: Path, repo_id: str) -> str | None:
+    """The headbake-generated card re-rendered with ``repo_id`` in its usage snippet, or None.
+
+    Only a card that is exactly what headbake rendered (for whatever repo id it
+    named before) is re-rendered; a hand-edited card is pushed as it is.
+    """
+    from headbake.model_cards.render import card_repo_marker, card_text
+
+    readme = folder / "README.md"
+    record = folder / "headbake.json"
+    if not (readme.is_file() and record.is_file()):
+        return None
+    text = readme.read_text(encoding="utf-8")
+    old = card_repo_marker(text)
+    if old is None or old == repo_id:
+        return None
+    try:
+        rec = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    heatmap = "headbake_heatmap.png" if (folder / "headbake_heatmap.png").is_file() else None
+    lic = None
+    try:
+        from huggingface_hub import ModelCard
+
+        lic = ModelCard(text, ignore_metadata_errors=True).data.get("license")
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        previous = card_text(rec, None, heatmap, repo_id=old or None, out_name=folder.name, license=lic)
+        if previous != text:
+            return None
+        return card_text(rec, None, heatmap, repo_id=repo_id, out_name=folder.name, license=lic)
+    except Exception:  # noqa: BLE001 - an odd record just means the card goes up unchanged
+        return None
+
+
+def publish(folder, repo_id: str, *, private: bool = False, branch: str | None = None, create_pr: bool = False,
+            endpoint: str | None = None, commit_message: str | None = None, allow_unbaked: bool = False,
+            force: bool = False):
+    """What ``headbake push`` and ``convert --push-to-hub`` both do: check the folder, aim the card at
+    ``repo_id``, push in one commit, and only then write the updated card locally.
+
+    Returns ``(PushResult, warnings, card_updated)``.
+    """
+    from headbake.fsutil import write_text_atomic
+
+    folder = Path(folder)
+    warnings = check_publishable(folder, allow_unbaked=allow_unbaked, force=force)
+    card = card_for_repo(folder, repo_id)
+    res = push_folder(folder, repo_id, private=private, branch=branch, create_pr=create_pr, endpoint=endpoint,
+                      commit_message=commit_message,
+                      replace_files={CARD_FILE: card.encode("utf-8")} if card else None)
+    if card:  # written only now, so a failed push leaves the folder exactly as it was
+        write_text_atomic(folder / CARD_FILE, card)
+    return res, warnings, bool(card)

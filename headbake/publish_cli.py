@@ -66,49 +66,6 @@ def card_cmd(directory: Path, repo_id: str | None, reproduce: str | None, licens
     click.echo(f"Wrote {directory / 'README.md'}")
 
 
-def _card_for_repo(folder: Path, repo_id: str) -> str | None:
-    """The headbake-generated card re-rendered with ``repo_id`` in its usage snippet, or None.
-
-    Only a card that is exactly what headbake rendered (for whatever repo id it
-    named before) is re-rendered; a hand-edited card is pushed as it is.
-    """
-    from headbake.model_cards.render import card_repo_marker, card_text
-
-    readme = folder / "README.md"
-    record = folder / "headbake.json"
-    if not (readme.is_file() and record.is_file()):
-        return None
-    text = readme.read_text(encoding="utf-8")
-    old = card_repo_marker(text)
-    if old is None or old == repo_id:
-        return None
-    try:
-        rec = json.loads(record.read_text())
-    except (OSError, ValueError):
-        return None
-    heatmap = "headbake_heatmap.png" if (folder / "headbake_heatmap.png").is_file() else None
-    lic = None
-    try:
-        from huggingface_hub import ModelCard
-
-        lic = ModelCard(text, ignore_metadata_errors=True).data.get("license")
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        previous = card_text(rec, None, heatmap, repo_id=old or None, out_name=folder.name, license=lic)
-        if previous != text:
-            return None
-        return card_text(rec, None, heatmap, repo_id=repo_id, out_name=folder.name, license=lic)
-    except Exception:  # noqa: BLE001 - an odd record just means the card goes up unchanged
-        return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 @click.command("push")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("repo_id")
@@ -130,18 +87,14 @@ def push_cmd(directory: Path, repo_id: str, private: bool, branch: str | None, c
     same content again changes nothing. The token comes from HF_TOKEN or your
     stored login (`hf auth login`) and is never printed.
     """
-    from headbake.hub import check_publishable, push_folder
+    from headbake.hub import publish
 
-    if branch and create_pr:
-        raise HeadbakeError("--branch and --create-pr exclude each other (pull requests target main)")
-    for w in check_publishable(directory, allow_unbaked=allow_unbaked, force=force):
+    res, warnings, card_updated = publish(directory, repo_id, private=private, branch=branch, create_pr=create_pr,
+                                          endpoint=endpoint, commit_message=message, allow_unbaked=allow_unbaked,
+                                          force=force)
+    for w in warnings:
         click.echo(f"Warning: {w}", err=True)
-    card = _card_for_repo(directory, repo_id)
-    res = push_folder(directory, repo_id, private=private, branch=branch, create_pr=create_pr,
-                      endpoint=endpoint, commit_message=message,
-                      replace_files={"README.md": card.encode("utf-8")} if card else None)
-    if card:  # written only now, so a failed push leaves the folder exactly as it was
-        _write_atomic(directory / "README.md", card)
+    if card_updated:
         click.echo(f"Updated README.md: its usage snippet now names {repo_id}", err=True)
     where = f"{repo_id}@{branch}" if branch else repo_id
     short = (res.commit_oid or "")[:10]

@@ -460,8 +460,12 @@ def render_card(
     *,
     repo_id: str | None = None,
     license: str | None = None,
+    out_name: str | None = None,
 ) -> str:
     """Write ``out_dir/README.md`` atomically and return its text.
+
+    ``out_name`` is the folder name the card shows when no ``repo_id`` is
+    known (default: ``out_dir``'s own name; convert renders in a work folder).
 
     The heatmap is linked only if that file exists in ``out_dir``; ``repo_id``
     (when known) goes into the usage snippet, else the folder name does.
@@ -472,14 +476,10 @@ def render_card(
 
         raise HeadbakeError(f"output directory not found: {out}")
     hm = heatmap if heatmap and (out / heatmap).is_file() else None
-    text = card_text(provenance, command, hm, repo_id=repo_id, out_name=out.name, license=license)
-    tmp = out / f".{CARD_FILE}.tmp-{os.getpid()}"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / CARD_FILE)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    text = card_text(provenance, command, hm, repo_id=repo_id, out_name=out_name or out.name, license=license)
+    from headbake.fsutil import write_text_atomic
+
+    write_text_atomic(out / CARD_FILE, text)
     return text
 
 

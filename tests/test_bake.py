@@ -449,3 +449,46 @@ def test_verify_with_device_map_reloads_for_the_reference(tiny_bf16, baked_bf16,
     for key in ("max_abs_logit", "kl_max", "top1_agreement"):
         assert ma[key] == pytest.approx(mb[key], rel=1e-6, abs=1e-9)
         assert ma["noise_floor"][key] == pytest.approx(mb["noise_floor"][key], rel=1e-6, abs=1e-9)
+
+
+def test_source_card_and_stray_weights_are_not_copied(src_copy, gains_bf16, tmp_path):
+    (src_copy / "README.md").write_text("# The base model's card\n")
+    (src_copy / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    (src_copy / "consolidated.safetensors").write_bytes((src_copy / "config.json").read_bytes())
+    r = run("bake", src_copy, "--gains", gains_bf16, "--out", tmp_path / "o")
+    assert r.exit_code == 0 and "not copying weight files" in r.output
+    names = {p.name for p in (tmp_path / "o").iterdir()}
+    assert not names & {"README.md", "pytorch_model.bin", "consolidated.safetensors"}
+    rec = json.loads((tmp_path / "o" / "headbake.json").read_text())
+    assert rec["skipped_files"] == ["consolidated.safetensors", "pytorch_model.bin"]
+    assert run("verify", src_copy, tmp_path / "o", "--tensors-only", "-q").exit_code == 0
+    (tmp_path / "o" / "pytorch_model.bin").write_bytes(b"x")  # but a stray weight *in the output* is flagged
+    r = run("verify", src_copy, tmp_path / "o", "--tensors-only", "-q")
+    assert r.exit_code == 1 and "extra weight file in baked" in r.output
+
+
+def test_verify_accepts_a_forced_rebake(baked_bf16, gains_bf16, tmp_path):
+    assert run("bake", baked_bf16, "--gains", gains_bf16, "--out", tmp_path / "o", "--force", "-q").exit_code == 0
+    r = run("verify", baked_bf16, tmp_path / "o", "--tensors-only", "-q")
+    assert r.exit_code == 0, r.output
+
+
+def test_failed_final_rename_restores_the_previous_output(tiny_bf16, gains_bf16, tmp_path, monkeypatch):
+    import headbake.bake.output_dir as od
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "previous.txt").write_text("keep me")
+    real, calls = os.replace, []
+
+    def flaky(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:  # out -> old worked; tmp -> out fails
+            raise OSError(5, "I/O error")
+        return real(a, b)
+
+    monkeypatch.setattr(od.os, "replace", flaky)
+    r = run("bake", tiny_bf16, "--gains", gains_bf16, "--out", out, "--overwrite", "-q")
+    assert r.exit_code == 1 and "I/O error" in r.output
+    assert (out / "previous.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob(".o.headbake-*"))

@@ -62,6 +62,7 @@ def test_convert_demo_end_to_end(converted, home):
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "image-text-to-text"
     assert "headbake" in meta["tags"] and "2510.10285" in card and "from_pretrained" in card
     assert (out / "headbake_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f'model_id = "{out.name}"' in card  # the output's own name, not the work folder's
     assert not list(out.parent.glob(".demo-headbake.headbake-*"))  # work dir cleaned
 
 
@@ -92,6 +93,7 @@ def test_verification_failure_stops_before_output_and_push(home, tmp_path, monke
 
     monkeypatch.setattr(verify_mod, "run_verify", failing)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     hub = FakeHub(tokens={TOKEN: "alice"})
     hub.start()
     try:
@@ -128,6 +130,9 @@ def test_convert_pushes_one_commit_to_the_hub(converted, home, tmp_path, monkeyp
         for p in out.glob("*.safetensors"):
             assert files[p.name].lfs and files[p.name].oid == hashlib.sha256(p.read_bytes()).hexdigest()
         assert "README.md" in files and "headbake.json" in files
+        # the card that went up (and the local one, rewritten after the push) names the repo
+        assert 'model_id = "alice/demo-headbake"' in hub.file_bytes("alice/demo-headbake", "README.md").decode()
+        assert 'model_id = "alice/demo-headbake"' in (out / "README.md").read_text()
     finally:
         hub.stop()
 
@@ -180,7 +185,48 @@ def test_push_without_token_fails_before_any_work(home, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
     r = run("convert", "demo", "--out", tmp_path / "o", "--push-to-hub", "alice/x", "-q")
     assert r.exit_code == 2 and "token" in r.output.lower()
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.headbake-work").exists()
+
+
+def test_push_target_is_checked_before_any_work(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    r = run("convert", "demo", "--out", tmp_path / "o", "--push-to-hub", "not a repo", "-q")
+    assert r.exit_code == 2 and "invalid repo id" in r.output
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = run("convert", "demo", "--out", tmp_path / "o", "--push-to-hub", "alice/x", "-q")
+    assert r.exit_code == 2 and "HF_HUB_OFFLINE" in r.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / ".o.headbake-work").exists()
+
+
+def test_damaged_output_is_not_reused(converted, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(converted[0], out)
+    shard = sorted(out.glob("model-*.safetensors"))[-1]
+    data = bytearray(shard.read_bytes())
+    data[-100:] = bytes(100)
+    shard.write_bytes(bytes(data))
+    r = run("convert", "demo", "--preset", "default", "--out", out, *FAST)
+    assert r.exit_code == 2 and "up to date" not in r.output and "--overwrite" in r.output
+
+
+def test_changed_source_files_are_not_reused(home, tmp_path):
+    import shutil
+
+    from headbake.resolve import demo_dir
+
+    src = tmp_path / "src"
+    shutil.copytree(demo_dir(), src)
+    out = tmp_path / "o"
+    assert run("convert", src, "--out", out, *FAST).exit_code == 0
+    assert "up to date" in run("convert", src, "--out", out, *FAST).output
+    tpl = src / "chat_template.jinja"
+    tpl.write_text(tpl.read_text().replace("You are a helpful assistant.", "You are a careful assistant."))
+    r = run("convert", src, "--out", out, *FAST)
+    assert r.exit_code == 2 and "up to date" not in r.output
