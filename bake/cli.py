@@ -23,14 +23,18 @@ _dir = click.Path(path_type=Path, file_okay=False)
 def bake(src, gains_file, out, overwrite, force, checksums, quiet):
     """Fold per-head gains into the o_proj columns of checkpoint SRC, writing OUT.
 
+    SRC is a checkpoint directory, an alias (`headbake models`) or a Hub id.
+
     Streams shard by shard: OUT has SRC's exact files and shard layout, every
     tensor byte-identical except the edited o_proj weights, plus headbake.json.
     SRC is never modified and OUT appears only when complete.
     """
     from headbake.bake.bake import bake_checkpoint
+    from headbake.resolve import resolve_model
 
-    res = bake_checkpoint(src, gains_file, out, overwrite=overwrite, force=force, checksums=checksums,
-                          progress=not quiet)
+    resolved = resolve_model(str(src), progress=not quiet)
+    res = bake_checkpoint(resolved.path, gains_file, out, overwrite=overwrite, force=force, checksums=checksums,
+                          progress=not quiet, source=resolved.source())
     how = ", ".join(f"{n} by {m}" for m, n in sorted(res.copy_methods.items()))
     click.echo(f"baked {res.edited_heads} heads in {res.edited_tensors} o_proj tensors -> {res.out} "
                f"({res.seconds:.1f} s; files copied: {how})")
@@ -42,8 +46,10 @@ def bake(src, gains_file, out, overwrite, force, checksums, quiet):
 @click.option("--gains", "gains_file", type=click.Path(path_type=Path),
               help="Gains to check against (default: the ones recorded in BAKED/headbake.json).")
 @click.option("--tensors-only", is_flag=True, help="Skip the model-level check (no model is loaded).")
-@click.option("--samples", default=4, show_default=True, help="Image+text inputs for the model-level check.")
-@click.option("--new-tokens", default=8, show_default=True, help="Greedy tokens compared per input.")
+@click.option("--samples", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Image+text inputs for the model-level check.")
+@click.option("--new-tokens", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Greedy tokens compared per input.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... or auto.")
 @click.option("--device-map", default=None, help="Passed to from_pretrained (e.g. auto) for models larger than one device.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the checkpoint's own Python code (needed for Kimi-VL).")
@@ -54,10 +60,18 @@ def verify(src, baked, gains_file, tensors_only, samples, new_tokens, device, de
            report, record, quiet):
     """Check BAKED against SRC: exact tensor comparison, then hooked SRC vs plain BAKED logits.
 
+    SRC is the checkpoint directory, alias or Hub id that was baked.
+
     Exit 0 when both levels pass, 1 when either fails.
     """
     from headbake.bake.verify import run_verify
+    from headbake.resolve import resolve_model
 
+    if report:
+        from headbake.fsutil import ensure_writable
+
+        ensure_writable(report, "--report")
+    src = resolve_model(str(src), progress=not quiet).path
     res = run_verify(src, baked, gains_file=gains_file, tensors_only=tensors_only, samples=samples,
                      new_tokens=new_tokens, device=device, device_map=device_map,
                      trust_remote_code=trust_remote_code, progress=not quiet, record=record)

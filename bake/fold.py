@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-SAFETENSORS_TO_TORCH = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 _NUMPY = {"F32": np.float32, "F16": np.float16}
 
 

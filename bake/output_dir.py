@@ -36,6 +36,11 @@ def check_target(out: Path, overwrite: bool, protected: list[Path] = ()) -> None
             raise HeadbakeError(f"output {out} overlaps the source {p}; choose another --out")
     if out.exists() and not out.is_dir():
         raise HeadbakeError(f"output {out} exists and is not a directory")
+    for parent in out_r.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise HeadbakeError(f"cannot create output {out}: {parent} is not a directory")
+            break
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise HeadbakeError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
 

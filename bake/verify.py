@@ -32,6 +32,10 @@ def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, ne
             raise HeadbakeError(f"{what} directory not found: {p}")
     info = load_model_info(src)
     gains = _gains_for(baked, gains_file, info)
+    if not tensors_only:
+        from headbake.devices import resolve_device
+
+        device = resolve_device(device)  # a wrong --device fails now, not after the tensor pass
     tensor = verify_tensors(src, baked, gains, progress=progress)
     summary = [
         f"tensors: {'ok' if tensor['passed'] else 'FAILED'} — {tensor['files_compared']} files compared, "

@@ -36,14 +36,6 @@ def _name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def _device(device: str):
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def _load(path, info, dtype, device, device_map, trust_remote_code):
     import transformers
 
@@ -129,7 +121,9 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
 
     from headbake.bake.hook import apply_gains
 
-    device = _device(device)
+    from headbake.devices import resolve_device
+
+    device = resolve_device(device)
     inputs, tok = _inputs(src, info, samples, trust_remote_code)
     pad_id = getattr(tok, "pad_token_id", None) if tok is not None else 0
     steps = ["load source", "vanilla", "hooked", "reference dtype", "load baked", "baked"]

@@ -69,18 +69,21 @@ def calibration_fields(kw: dict) -> dict:
 def calibrate_cmd(model, out, png, quiet, **kw):
     """Measure each head's attention share on image tokens (S_v) and select heads into a gains file.
 
-    MODEL is a local checkpoint directory (safetensors, with its processor).
+    MODEL is a checkpoint directory (safetensors, with its processor), an alias
+    (`headbake models`) or a Hub id.
     """
     from headbake.calibrate.run import CalibrateOptions, calibrate
+    from headbake.resolve import resolve_model
 
-    opts = CalibrateOptions(model=model, out=out, progress=not quiet, **calibration_fields(kw))
+    from headbake.fsutil import ensure_writable
+
+    ensure_writable(out, "--out")
     if png:
-        from pathlib import Path
-
-        from headbake.errors import HeadbakeError
-
-        if Path(png).is_dir():
-            raise HeadbakeError(f"--png is a directory: {png}")
+        ensure_writable(png, "--png")
+    fields = calibration_fields(kw)
+    resolved = resolve_model(model, progress=not quiet, trust_remote_code=fields["trust_remote_code"] or None)
+    opts = CalibrateOptions(model=str(resolved.path), out=out, progress=not quiet, source=resolved.source(),
+                            **fields)
     doc = calibrate(opts)
     counts = doc["counts"]
     for w in doc["warnings"]:

@@ -37,8 +37,12 @@ def merge_documents(docs, preset: str | None = None, overrides: dict | None = No
                 raise HeadbakeError(f"document {i} has {key}={d.get(key)!r}, document 0 has {first.get(key)!r}")
         if d.get("query") != first.get("query"):
             raise HeadbakeError(f"document {i} used query {d.get('query')}, document 0 used {first.get('query')}")
-        if d.get("source", {}).get("revision") != first.get("source", {}).get("revision"):
-            raise HeadbakeError(f"document {i} was calibrated on another model revision")
+        for key in ("id", "revision"):
+            if (d.get("source") or {}).get(key) != (first.get("source") or {}).get(key):
+                raise HeadbakeError(f"document {i} was calibrated on another model ({key} differs)")
+    prints = [(d.get("data") or {}).get("fingerprint") for d in docs]
+    if len(set(prints)) != len(prints):
+        raise HeadbakeError("two of the documents were calibrated on the same data; merging would count it twice")
     stats = merge_stats(d["stats"] for d in docs)
     if preset is None and not overrides:
         block = dict(first["preset"])

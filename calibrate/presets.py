@@ -56,7 +56,7 @@ PRESETS = {
         ),
         Preset(
             "demo", {"l_perc": 1, "l_reas": 2, "tau_perc": 0.175, "tau_reas": 0.115, "g_perc": 1.16, "g_reas": 1.30},
-            frozenset({"g_perc", "g_reas"}), "headbake's tiny random demo Qwen2.5-VL (4 layers x 4 heads)",
+            frozenset({"g_perc", "g_reas"}), "headbake's tiny random Qwen2.5-VL models (4 x 4 in the tests, 8 x 4 for the demo alias)",
             "for the offline demo and tests only: random weights, so thresholds sit inside its S_v range; gains "
             "are the paper's",
         ),

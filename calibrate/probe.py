@@ -182,7 +182,7 @@ def _forward(model, inputs):
         model(**kwargs)
 
 
-def _run_registry(model, inputs, positions, vis, num_layers, strict=True):
+def _run_registry(model, inputs, positions, vis, strict=True):
     """Rows from the registered function; ``{}`` when the model cannot switch to it and not ``strict``."""
     register_probe()
     state = _ProbeState(positions, vis)
@@ -306,7 +306,7 @@ def probe_batch(model, inputs, positions, weights=None, visual_mask=None, method
         raise HeadbakeError(f"unknown probe method {method!r}")
     rows = {}
     if method in ("auto", "registry"):
-        rows = _run_registry(model, inputs, positions, vis, num_layers, strict=method == "registry")
+        rows = _run_registry(model, inputs, positions, vis, strict=method == "registry")
         if not rows and method == "auto":  # the attention bypassed the registry: fall back to hooks
             method = "hooks"
     if method == "hooks":

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headbake.devices import resolve_device
 from headbake.errors import HeadbakeError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -59,6 +60,8 @@ def _check_options(o: CalibrateOptions):
         raise HeadbakeError(f"--device-map supports only 'auto', got {o.device_map!r}")
     if o.device_map and o.device not in (None, "auto"):
         raise HeadbakeError("give either --device or --device-map auto, not both")
+    if not o.device_map:
+        resolve_device(o.device)  # a wrong --device fails before the model is loaded
     if o.bootstrap_rounds < 0:
         raise HeadbakeError("--bootstrap must be >= 0")
     if o.out is not None:
@@ -76,20 +79,6 @@ def load_data(o: CalibrateOptions):
     if o.dataset:
         return data.load_hf_dataset(o.dataset, o.split, o.image_column, o.question_column, o.samples)
     return data.embedded(o.samples)
-
-
-def _resolve_device(device):
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise HeadbakeError(f"unknown --device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise HeadbakeError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 def load_model(model_dir, info, o: CalibrateOptions, probe_method: str):
@@ -121,7 +110,7 @@ def load_model(model_dir, info, o: CalibrateOptions, probe_method: str):
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HeadbakeError(f"cannot load the model from {model_dir}: {msg}") from None
     if not o.device_map:
-        model.to(_resolve_device(o.device))
+        model.to(resolve_device(o.device))
     model.eval()
     try:
         processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=o.trust_remote_code)

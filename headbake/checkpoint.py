@@ -45,7 +45,6 @@ class TensorEntry:
 class Shard:
     name: str
     path: Path
-    header_len: int
     header_bytes: bytes
     metadata: dict | None
     tensors: dict[str, TensorEntry] = field(default_factory=dict)
@@ -133,7 +132,7 @@ def read_shard(root: Path, name: str) -> Shard:
     except (ValueError, UnicodeDecodeError) as e:
         raise HeadbakeError(f"{name}: corrupt safetensors header ({e})") from None
     metadata = header.pop("__metadata__", None)
-    shard = Shard(name=name, path=path, header_len=n, header_bytes=header_bytes, metadata=metadata, size=size)
+    shard = Shard(name=name, path=path, header_bytes=header_bytes, metadata=metadata, size=size)
     base = 8 + n
     data_end = 0
     for tname, info in header.items():

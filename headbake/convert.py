@@ -134,7 +134,7 @@ def convert(
         resolved = resolve_model(model, revision=revision, endpoint=endpoint, progress=progress,
                                  trust_remote_code=trust_remote_code or None)
         src = resolved.path
-        source = {"id": resolved.source_id, "revision": resolved.revision}
+        source = resolved.source()
         stages.done()
 
         key_cal = _digest({
@@ -236,8 +236,6 @@ def _build(src, source, resolved, out, work, key_cal, stages, *, calibration, ve
     rec = _read(baked / RECORD)
     rec["command"] = command
     rec["convert_key"] = key_cal
-    if resolved.license:
-        rec["source"]["license"] = resolved.license
     write_json_atomic(baked / RECORD, rec)
     if doc.get("visual_ratio"):
         plot_heatmap(doc, baked / "headbake_heatmap.png")

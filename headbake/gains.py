@@ -46,6 +46,8 @@ def load_gains(path: str | os.PathLike, info: ModelInfo | None = None) -> dict:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise HeadbakeError(f"gains file not found: {path}") from None
+    except IsADirectoryError:
+        raise HeadbakeError(f"gains file is a directory: {path}") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise HeadbakeError(f"gains file is not valid JSON: {path} ({e})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:

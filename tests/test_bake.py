@@ -256,12 +256,12 @@ def gains_with(tmp_path, info, mutate):
 
 def test_missing_src(tmp_path, gains_bf16):
     r = run("bake", tmp_path / "nope", "--gains", gains_bf16, "--out", tmp_path / "o")
-    assert r.exit_code == 2 and r.output.startswith("Error: source checkpoint directory not found")
+    assert r.exit_code == 2 and r.output.startswith("Error: ") and "neither an existing directory nor a Hub id" in r.output
 
 
 def test_missing_config(src_copy, gains_bf16, tmp_path):
     (src_copy / "config.json").unlink()
-    assert_refused([src_copy, "--gains", gains_bf16, "--out", tmp_path / "o"], src_copy, tmp_path / "o", "config.json not found")
+    assert_refused([src_copy, "--gains", gains_bf16, "--out", tmp_path / "o"], src_copy, tmp_path / "o", "not a model checkpoint (no config.json)")
 
 
 def test_unsupported_architecture(src_copy, gains_bf16, tmp_path):
@@ -492,3 +492,32 @@ def test_failed_final_rename_restores_the_previous_output(tiny_bf16, gains_bf16,
     assert r.exit_code == 1 and "I/O error" in r.output
     assert (out / "previous.txt").read_text() == "keep me"
     assert not list(tmp_path.glob(".o.headbake-*"))
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--gains", "{tmp}"], "gains file is a directory"),
+    (["--gains", "{gains}", "--out", "{file}/sub"], "is not a directory"),
+])
+def test_bake_path_errors_are_one_line(tiny_bf16, gains_bf16, tmp_path, args, match):
+    (tmp_path / "afile").write_text("x")
+    fill = {"tmp": str(tmp_path), "gains": str(gains_bf16), "file": str(tmp_path / "afile")}
+    args = [a.format(**fill) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "o")]
+    r = run("bake", tiny_bf16, *args)
+    assert r.exit_code == 2 and r.output.startswith("Error: ") and match in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--device", "foo"], "unknown --device 'foo'"),
+    (["--samples", "0"], "0 is not in the range"),
+    (["--new-tokens", "-1"], "-1 is not in the range"),
+    (["--report", "{file}/r.json"], "is not a directory"),
+])
+def test_verify_argument_errors_fail_fast(tiny_bf16, baked_bf16, tmp_path, args, match):
+    (tmp_path / "afile").write_text("x")
+    args = [a.format(file=tmp_path / "afile") for a in args]
+    r = run("verify", tiny_bf16, baked_bf16, "-q", *args)
+    assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output
+    assert "tensors:" not in r.output  # refused before any work

@@ -253,7 +253,7 @@ def bad_inputs(tmp_path, tiny_fp32):
         "gain_inf": ([tiny_fp32, "--g-perc", "inf"], "g_perc must be finite"),
         "samples_zero": ([tiny_fp32, "--samples", 0], "--samples must be at least 1"),
         "no_probe_path": ([llama], "model type 'llama' has no probe path"),
-        "missing_model": ([tmp_path / "nowhere"], "model directory not found"),
+        "missing_model": ([tmp_path / "nowhere"], "neither an existing directory nor a Hub id"),
         "unknown_preset": ([tiny_fp32, "--preset", "nope"], "unknown preset"),
         "k_without_mode": ([tiny_fp32, "--k", 3], "--k applies to"),
         "mode_without_k": ([tiny_fp32, "--query", "last-k"], "needs --k"),
