@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import sys
 
-from headbake.errors import HeadbakeError
+from headbake.errors import HeadbakeError, first_line
 
 FLOOR_FACTOR = 2.0
 ABS_SLACK = {"max_abs_logit": 1e-5, "kl_max": 1e-9}
@@ -46,7 +46,7 @@ def _load(path, info, dtype, device, device_map, trust_remote_code):
     try:
         model = cls.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as e:
-        raise HeadbakeError(f"cannot load {path} with transformers: {str(e).splitlines()[0]}") from None
+        raise HeadbakeError(f"cannot load {path} with transformers: {first_line(e)}") from None
     if not device_map:
         model.to(device)
     return model.eval()
@@ -65,7 +65,7 @@ def _inputs(path, info, samples: int, trust_remote_code: bool):
         try:
             processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         except (OSError, ValueError, ImportError) as e:
-            raise HeadbakeError(f"cannot load the processor of {path}: {str(e).splitlines()[0]}") from None
+            raise HeadbakeError(f"cannot load the processor of {path}: {first_line(e)}") from None
         return dict(build_inputs(processor, synthetic_samples(samples, seed=1234))), getattr(processor, "tokenizer", None)
     g = torch.Generator().manual_seed(1234)
     vocab = int(info.config.get("vocab_size") or info.config.get("text_config", {}).get("vocab_size", 1000))

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from headbake.errors import HeadbakeError
+from headbake.errors import HeadbakeError, first_line
 from headbake.samples import Sample, fingerprint, synthetic_samples  # noqa: F401 (fingerprint re-exported)
 
 EMBEDDED_DEFAULT_SAMPLES = 64
@@ -129,7 +129,7 @@ def load_hf_dataset(name: str, split: str, image_column: str, question_column: s
     try:
         ds = datasets.load_dataset(name, split=wanted)
     except Exception as e:  # noqa: BLE001 - datasets raises many types; report in one line
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         raise HeadbakeError(f"cannot load dataset {name!r} split {split!r}: {msg}") from None
     for col in (image_column, question_column):
         if col not in ds.column_names:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headbake.devices import resolve_device
-from headbake.errors import HeadbakeError
+from headbake.errors import HeadbakeError, first_line
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -107,7 +107,7 @@ def load_model(model_dir, info, o: CalibrateOptions, probe_method: str):
     try:
         model = cls.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         raise HeadbakeError(f"cannot load the model from {model_dir}: {msg}") from None
     if not o.device_map:
         model.to(resolve_device(o.device))
@@ -115,7 +115,7 @@ def load_model(model_dir, info, o: CalibrateOptions, probe_method: str):
     try:
         processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=o.trust_remote_code)
     except (OSError, ValueError, ImportError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         raise HeadbakeError(f"cannot load the processor from {model_dir}: {msg}") from None
     return model, processor
 
@@ -186,7 +186,7 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
             try:
                 inputs = build_inputs(processor, batch, device=device)
             except (ValueError, TypeError) as e:
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                msg = first_line(e)
                 where = f"{dataset.origins[start]} (batch of {len(batch)})"
                 raise HeadbakeError(f"the processor rejected {where}: {msg}") from None
             vis = visual_mask(inputs["input_ids"], ids)

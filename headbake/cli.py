@@ -15,7 +15,7 @@ import sys
 import click
 
 from headbake import __version__
-from headbake.errors import HeadbakeError
+from headbake.errors import HeadbakeError, first_line
 
 
 def _one_line(exc: BaseException) -> str:
@@ -24,8 +24,7 @@ def _one_line(exc: BaseException) -> str:
             return f"no space left on device{f' writing {exc.filename}' if exc.filename else ''}; nothing was kept"
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or exc}{where}"
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return first_line(exc)
 
 
 class HeadbakeGroup(click.Group):

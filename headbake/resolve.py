@@ -21,7 +21,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from headbake.errors import HeadbakeError
+from headbake.errors import HeadbakeError, first_line
 
 # Everything transformers needs to load a checkpoint and its processor; nothing else
 # (no pickle .bin, no ONNX/GGUF variants, no README/images).
@@ -72,7 +72,7 @@ class ResolvedModel:
     @property
     def is_hub_id(self) -> bool:
         """True when ``source_id`` names a Hub repo (so a card may cite it as ``base_model``)."""
-        return _looks_like_repo_id(self.source_id)
+        return looks_like_repo_id(self.source_id)
 
 
 @lru_cache(maxsize=1)
@@ -106,8 +106,10 @@ def nearest_alias(name: str) -> str | None:
     return None
 
 
-def _looks_like_repo_id(s: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]", s or "")) and "--" not in s and ".." not in s
+def looks_like_repo_id(s) -> bool:
+    """``namespace/name`` as the Hub spells it (not a path)."""
+    return isinstance(s, str) and bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]", s)) \
+        and "--" not in s and ".." not in s and not os.path.isabs(s)
 
 
 def _env_true(name: str) -> bool:
@@ -263,11 +265,6 @@ def _hub_license(repo_id: str, sha: str, endpoint: str, token) -> str | None:
     return str(lic) if lic else None
 
 
-def _one_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
-
-
 def _download_error(e: BaseException, repo_id: str, revision: str | None, endpoint: str, cache: Path,
                     offline: bool) -> HeadbakeError:
     """One clear line for each way fetching a Hub model fails."""
@@ -305,16 +302,16 @@ def _download_error(e: BaseException, repo_id: str, revision: str | None, endpoi
     if isinstance(e, OfflineModeIsEnabled):
         return HeadbakeError(f"HF_HUB_OFFLINE is set; {repo_id} ({rev}) must be downloaded first")
     if isinstance(e, HFValidationError):
-        return HeadbakeError(f"invalid Hub id {repo_id!r}: {_one_line(e)}")
+        return HeadbakeError(f"invalid Hub id {repo_id!r}: {first_line(e)}")
     if isinstance(e, HfHubHTTPError):
         status = e.response.status_code if e.response is not None else "?"
-        return HeadbakeError(f"the Hub at {endpoint} refused {repo_id} (HTTP {status}): {_one_line(e)}")
+        return HeadbakeError(f"the Hub at {endpoint} refused {repo_id} (HTTP {status}): {first_line(e)}")
     if isinstance(e, (httpx2.TransportError, ConnectionError, TimeoutError)):
         return HeadbakeError(
             f"network error while downloading {repo_id} from {endpoint} ({type(e).__name__}); "
             "re-run to resume, finished files are kept in the cache"
         )
-    return HeadbakeError(f"could not fetch {repo_id} ({rev}): {_one_line(e)}")
+    return HeadbakeError(f"could not fetch {repo_id} ({rev}): {first_line(e)}")
 
 
 def _snapshot(repo_id: str, revision: str | None, patterns: list[str], *, cache: Path, endpoint: str, token,
@@ -380,7 +377,7 @@ def resolve_model(
     local = Path(os.path.expanduser(name))
     if local.is_dir():
         return _resolve_local(local, name, revision)
-    if _looks_like_path(name) and not _looks_like_repo_id(name):
+    if _looks_like_path(name) and not looks_like_repo_id(name):
         raise HeadbakeError(f"{name} is neither an existing directory nor a Hub id (namespace/name)")
 
     alias = find_alias(name)
@@ -395,7 +392,7 @@ def resolve_model(
         return _resolve_hub(spec["repo"], revision, endpoint=endpoint, token=token, offline=offline,
                             cache_dir=cache_dir, trust_remote_code=trust_remote_code, alias=alias)
 
-    if "/" not in name or not _looks_like_repo_id(name):
+    if "/" not in name or not looks_like_repo_id(name):
         near = nearest_alias(name)
         hint = f"did you mean {near!r}? " if near else ""
         what = "unknown model" if "/" not in name else "malformed Hub id"

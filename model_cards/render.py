@@ -17,6 +17,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from headbake.resolve import looks_like_repo_id
+
 PAPER_TITLE = "Reallocating Attention Across Layers to Reduce Multimodal Hallucination"
 PAPER_ARXIV = "2510.10285"
 PAPER_URL = f"https://arxiv.org/abs/{PAPER_ARXIV}"
@@ -50,11 +52,6 @@ _HYPERPARAMETERS = [
     ("tau_reas", "maximum S_v of a reasoning head"),
     ("g_reas", "gain applied to reasoning heads"),
 ]
-
-
-def _looks_like_repo_id(s) -> bool:
-    return isinstance(s, str) and bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]", s)) \
-        and "--" not in s and ".." not in s and not os.path.isabs(s)
 
 
 def _num(x, digits: int = 3) -> str:
@@ -215,7 +212,7 @@ def _reproduce(prov: dict, command: str | None, source_id: str, out_name: str) -
     preset = gdoc.get("preset") if isinstance(gdoc.get("preset"), dict) else None
     src = source_id or "BASE_MODEL"
     rev = (prov.get("source") or {}).get("revision")
-    rev_flag = f" --revision {rev}" if rev and _looks_like_repo_id(src) else ""
+    rev_flag = f" --revision {rev}" if rev and looks_like_repo_id(src) else ""
     if preset:
         return f"headbake convert {src}{rev_flag} --preset {preset.get('name', 'default')} --out {out_name}"
     return (
@@ -228,7 +225,7 @@ def _reproduce(prov: dict, command: str | None, source_id: str, out_name: str) -
 def _base_short(source_id: str) -> str:
     if not source_id:
         return "model"
-    if _looks_like_repo_id(source_id):
+    if looks_like_repo_id(source_id):
         return source_id.split("/")[-1]
     return Path(source_id).name or source_id
 
@@ -243,7 +240,7 @@ def card_data(prov: dict, license: str | None = None):
     gdoc = prov.get("gains") or {}
     model_type = model.get("model_type") or gdoc.get("model_type")
     arch = _arch(model_type)
-    is_hub = _looks_like_repo_id(source_id)
+    is_hub = looks_like_repo_id(source_id)
     lic = license or src.get("license")
     tags = list(TAGS)
     if model_type:
@@ -274,7 +271,7 @@ def card_text(
     src = prov.get("source") or {}
     source_id = str(src.get("id") or "")
     revision = src.get("revision")
-    is_hub = _looks_like_repo_id(source_id)
+    is_hub = looks_like_repo_id(source_id)
     gdoc = prov.get("gains") if isinstance(prov.get("gains"), dict) else {}
     model = dict(prov.get("model") or {})
     for key in ("model_type", "num_layers", "num_heads", "head_dim"):
