@@ -9,7 +9,6 @@ so this works headless.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from headbake.errors import HeadbakeError
@@ -118,12 +117,9 @@ def plot_heatmap(doc: dict, path) -> Path:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7, frameon=False,
                   facecolor="#555555")
     fig.tight_layout()
+    from headbake.fsutil import atomic_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
