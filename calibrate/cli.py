@@ -103,12 +103,16 @@ def calibrate_cmd(model, out, png, quiet, **kw):
 
 
 @click.command("heads")
-@click.argument("gains_file", metavar="HEADS_JSON", type=click.Path(dir_okay=False))
+@click.argument("gains_file", metavar="HEADS_JSON", type=click.Path())
 @click.option("--png", type=click.Path(dir_okay=False),
-              help="Heatmap path (default: HEADS_JSON with a _heatmap.png suffix).")
+              help="Heatmap path (default: HEADS_JSON with a _heatmap.png suffix; in a baked directory, "
+                   "its headbake_heatmap.png).")
 @click.option("--no-png", is_flag=True, help="Only print the table.")
 def heads_cmd(gains_file, png, no_png):
-    """Print the per-layer head table of a gains file and write its S_v heatmap."""
+    """Print the per-layer head table of a gains file and write its S_v heatmap.
+
+    HEADS_JSON may also be a baked directory or its headbake.json.
+    """
     from pathlib import Path
 
     from headbake.calibrate.heatmap import format_table, plot_heatmap
@@ -121,7 +125,13 @@ def heads_cmd(gains_file, png, no_png):
     if not doc.get("visual_ratio"):
         click.echo("no S_v (visual_ratio) in this file: no heatmap written", err=True)
         return
-    path = Path(png) if png else Path(gains_file).with_name(Path(gains_file).stem + "_heatmap.png")
+    src = Path(gains_file)
+    if png:
+        path = Path(png)
+    elif src.is_dir() or src.name == "headbake.json":
+        path = (src if src.is_dir() else src.parent) / "headbake_heatmap.png"
+    else:
+        path = src.with_name(src.stem + "_heatmap.png")
     plot_heatmap(doc, path)
     click.echo(f"wrote {path}")
 

@@ -40,8 +40,11 @@ def validate_gains(gains, num_layers: int, num_heads: int, where: str = "gains")
 
 
 def load_gains(path: str | os.PathLike, info: ModelInfo | None = None) -> dict:
-    """Load and validate a gains file; with ``info``, check it fits that model."""
+    """Load and validate a gains file (or the gains recorded in a baked directory or its headbake.json);
+    with ``info``, check it fits that model."""
     path = Path(path)
+    if path.is_dir() and (path / "headbake.json").is_file():
+        path = path / "headbake.json"  # a baked directory carries its gains in its record
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
@@ -50,6 +53,9 @@ def load_gains(path: str | os.PathLike, info: ModelInfo | None = None) -> dict:
         raise HeadbakeError(f"gains file is a directory: {path}") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise HeadbakeError(f"gains file is not valid JSON: {path} ({e})") from None
+    if isinstance(doc, dict) and str(doc.get("format", "")).startswith("headbake.baked/") \
+            and isinstance(doc.get("gains"), dict):
+        doc = doc["gains"]  # the gains document embedded in a baked directory's headbake.json
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise HeadbakeError(f"{path}: not a {FORMAT} gains file (missing or wrong \"format\")")
     if info is not None:

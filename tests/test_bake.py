@@ -521,3 +521,14 @@ def test_verify_argument_errors_fail_fast(tiny_bf16, baked_bf16, tmp_path, args,
     r = run("verify", tiny_bf16, baked_bf16, "-q", *args)
     assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output
     assert "tensors:" not in r.output  # refused before any work
+
+
+def test_gains_can_come_from_a_baked_directory(tiny_bf16, baked_bf16, tmp_path):
+    """`--gains BAKED_DIR` (or its headbake.json) re-bakes the same edit; `heads` reads it too."""
+    for g in (baked_bf16, baked_bf16 / "headbake.json"):
+        out = tmp_path / ("o" + str(len(list(tmp_path.iterdir()))))
+        assert run("bake", tiny_bf16, "--gains", g, "--out", out, "-q").exit_code == 0
+        for shard in open_checkpoint(tiny_bf16).shards:
+            assert (out / shard).read_bytes() == (baked_bf16 / shard).read_bytes()
+    r = run("heads", baked_bf16 / "headbake.json", "--no-png")
+    assert r.exit_code == 0 and "layer" in r.output
