@@ -25,7 +25,7 @@ from headbake.errors import HeadbakeError
 from headbake.gains import load_gains, validate_gains, write_json_atomic
 from headbake.hashing import sha256_bytes, sha256_files
 from headbake.modelinfo import load_model_info, o_proj_targets
-from headbake.provenance import FORMAT, RECORD, now, versions
+from headbake.provenance import ADDED_FILES, FORMAT, RECORD, now, versions
 
 WINDOW = 2  # folded o_proj tensors in flight (and fold workers: numpy and sha256 release the GIL)
 
@@ -111,10 +111,10 @@ def bake_checkpoint(
         if any(g != 1.0 for g in doc["gains"][t.layer]):
             by_shard.setdefault(tensors[t.weight].file, []).append(t)
 
-    # The source's own model card describes the unedited model; `headbake card` writes this one's.
-    others = [f for f in ckpt.other_files() if f not in (RECORD, "README.md")]
+    # The source's own card (and a previous bake's record and heatmap) describe another model.
+    others = [f for f in ckpt.other_files() if f not in ADDED_FILES]
     skipped = ckpt.stray_weights()
-    if skipped and progress:
+    if skipped:
         print(f"warning: not copying weight files the checkpoint does not use: {', '.join(skipped)}",
               file=sys.stderr)
     total = sum(s.size for s in ckpt.shards.values())
@@ -176,7 +176,7 @@ def bake_checkpoint(
             "format": FORMAT,
             **versions(),
             "created": now(),
-            "source": {"id": str(src), "revision": None, **(source or {}), "path": str(src.resolve())},
+            "source": source or {"id": str(src.resolve()), "revision": None, "path": str(src.resolve())},
             "model": info.identity(),
             "gains": doc,
             "edited": edited,

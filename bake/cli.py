@@ -11,7 +11,7 @@ _dir = click.Path(path_type=Path, file_okay=False)
 
 
 @click.command()
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src")
 @click.option("--gains", "gains_file", required=True, type=click.Path(path_type=Path),
               help="headbake.gains/v1 file (from `headbake calibrate` or written by hand).")
 @click.option("--out", required=True, type=_dir, help="Output directory (created; must not exist unless --overwrite).")
@@ -30,9 +30,13 @@ def bake(src, gains_file, out, overwrite, force, checksums, quiet):
     SRC is never modified and OUT appears only when complete.
     """
     from headbake.bake.bake import bake_checkpoint
+    from headbake.bake.output_dir import check_target
+    from headbake.gains import load_gains
     from headbake.resolve import resolve_model
 
-    resolved = resolve_model(str(src), progress=not quiet)
+    load_gains(gains_file)  # a bad gains file or --out fails before any download
+    check_target(out, overwrite)
+    resolved = resolve_model(src, progress=not quiet)
     res = bake_checkpoint(resolved.path, gains_file, out, overwrite=overwrite, force=force, checksums=checksums,
                           progress=not quiet, source=resolved.source())
     how = ", ".join(f"{n} by {m}" for m, n in sorted(res.copy_methods.items()))
@@ -41,7 +45,7 @@ def bake(src, gains_file, out, overwrite, force, checksums, quiet):
 
 
 @click.command()
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src")
 @click.argument("baked", type=click.Path(path_type=Path))
 @click.option("--gains", "gains_file", type=click.Path(path_type=Path),
               help="Gains to check against (default: the ones recorded in BAKED/headbake.json).")
@@ -71,7 +75,7 @@ def verify(src, baked, gains_file, tensors_only, samples, new_tokens, device, de
         from headbake.fsutil import ensure_writable
 
         ensure_writable(report, "--report")
-    src = resolve_model(str(src), progress=not quiet).path
+    src = resolve_model(src, progress=not quiet).path
     res = run_verify(src, baked, gains_file=gains_file, tensors_only=tensors_only, samples=samples,
                      new_tokens=new_tokens, device=device, device_map=device_map,
                      trust_remote_code=trust_remote_code, progress=not quiet, record=record)

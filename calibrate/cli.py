@@ -80,7 +80,10 @@ def calibrate_cmd(model, out, png, quiet, **kw):
     ensure_writable(out, "--out")
     if png:
         ensure_writable(png, "--png")
+    from headbake.calibrate.run import check_options
+
     fields = calibration_fields(kw)
+    check_options(CalibrateOptions(model=model, out=out, **fields))  # before a Hub download, not after
     resolved = resolve_model(model, progress=not quiet, trust_remote_code=fields["trust_remote_code"] or None)
     opts = CalibrateOptions(model=str(resolved.path), out=out, progress=not quiet, source=resolved.source(),
                             **fields)

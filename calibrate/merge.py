@@ -37,9 +37,12 @@ def merge_documents(docs, preset: str | None = None, overrides: dict | None = No
                 raise HeadbakeError(f"document {i} has {key}={d.get(key)!r}, document 0 has {first.get(key)!r}")
         if d.get("query") != first.get("query"):
             raise HeadbakeError(f"document {i} used query {d.get('query')}, document 0 used {first.get('query')}")
-        for key in ("id", "revision"):
-            if (d.get("source") or {}).get(key) != (first.get("source") or {}).get(key):
-                raise HeadbakeError(f"document {i} was calibrated on another model ({key} differs)")
+        a, b = d.get("source") or {}, first.get("source") or {}
+        if (a.get("revision") or b.get("revision")) and (a.get("id"), a.get("revision")) != (b.get("id"), b.get("revision")):
+            # Hub sources name their commit; local paths differ between workers, so those are
+            # matched on the model identity above.
+            raise HeadbakeError(f"document {i} was calibrated on another model ({a.get('id')}@{a.get('revision')} "
+                                f"vs {b.get('id')}@{b.get('revision')})")
     prints = [(d.get("data") or {}).get("fingerprint") for d in docs]
     if len(set(prints)) != len(prints):
         raise HeadbakeError("two of the documents were calibrated on the same data; merging would count it twice")

@@ -45,7 +45,8 @@ class CalibrateOptions:
     progress: bool = True
 
 
-def _check_options(o: CalibrateOptions):
+def check_options(o: CalibrateOptions):
+    """Every check that needs neither the model nor its files (the CLI runs it before a download)."""
     from headbake.calibrate.queries import query_spec
 
     if o.samples is not None and (isinstance(o.samples, bool) or o.samples < 1):
@@ -151,7 +152,7 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     from headbake.modelinfo import load_model_info
     from headbake.prompts import build_inputs
 
-    spec = _check_options(o)
+    spec = check_options(o)
     model_dir = Path(o.model)
     if not model_dir.is_dir():
         raise HeadbakeError(f"model directory not found: {model_dir}")

@@ -138,7 +138,9 @@ def convert(
         stages.done()
 
         key_cal = _digest({
-            "source": source, "identity": _source_identity(src, resolved.revision),
+            # not the path or license: they vary by machine and by network state
+            "source": {"id": source["id"], "revision": source["revision"]},
+            "identity": _source_identity(src, resolved.revision),
             "calibration": {k: v for k, v in cal.items() if k not in ("batch_size", "device", "device_map")},
             "data": _data_fingerprint(src, cal),
         })
@@ -200,7 +202,7 @@ def _build(src, source, resolved, out, work, key_cal, stages, *, calibration, ve
     baked = work / "baked"
     key_bake = _digest([key_cal, doc["gains"]])
     rec = _read(baked / RECORD)
-    if rec and rec.get("convert_key") == key_bake:
+    if rec and rec.get("bake_key") == key_bake:
         stages.start("bake", "reused")
         stages.done(reused=True)
     else:
@@ -209,7 +211,7 @@ def _build(src, source, resolved, out, work, key_cal, stages, *, calibration, ve
         gains_doc = {k: v for k, v in doc.items() if k != "convert_key"}
         bake_checkpoint(src, gains_doc, baked, source=source, progress=progress)
         rec = _read(baked / RECORD)
-        rec["convert_key"] = key_bake
+        rec["bake_key"] = key_bake
         write_json_atomic(baked / RECORD, rec)
         stages.done()
 

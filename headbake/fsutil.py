@@ -12,6 +12,7 @@ from pathlib import Path
 def atomic_path(path: str | os.PathLike):
     """Yield a hidden sibling of ``path`` to write; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp

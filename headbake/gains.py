@@ -55,6 +55,9 @@ def load_gains(path: str | os.PathLike, info: ModelInfo | None = None) -> dict:
         raise HeadbakeError(f"gains file is not valid JSON: {path} ({e})") from None
     if isinstance(doc, dict) and str(doc.get("format", "")).startswith("headbake.baked/") \
             and isinstance(doc.get("gains"), dict):
+        if doc.get("previous_bake"):
+            raise HeadbakeError(f"{path} records a bake on top of an earlier bake; its gains alone would not "
+                                "reproduce it")
         doc = doc["gains"]  # the gains document embedded in a baked directory's headbake.json
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise HeadbakeError(f"{path}: not a {FORMAT} gains file (missing or wrong \"format\")")

@@ -256,7 +256,9 @@ def check_push_target(repo_id: str, branch: str | None = None, create_pr: bool =
     if branch is not None and (not branch or re.search(r"\s|\.\.|^refs/|^/|/$|[~^:?*\[\\]", branch)):
         raise HeadbakeError(f"invalid branch name {branch!r}")
     if offline_mode():
-        raise HeadbakeError("HF_HUB_OFFLINE is set; unset it (or set HF_HUB_OFFLINE=0) to push")
+        var = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true") \
+            else "TRANSFORMERS_OFFLINE"
+        raise HeadbakeError(f"{var} is set; unset it (or set it to 0) to push")
 
 
 def _validate(folder: Path, repo_id: str, branch: str | None, create_pr: bool) -> list[str]:

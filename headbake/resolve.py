@@ -64,7 +64,9 @@ class ResolvedModel:
 
     def source(self) -> dict:
         """The ``source`` block of the gains/bake records (the card reads ``license`` from it)."""
-        out = {"id": self.source_id, "revision": self.revision, "path": str(self.path)}
+        out = {"id": self.source_id, "revision": self.revision}
+        if self.is_local:  # a Hub model's cache path names the user's home directory and is published
+            out["path"] = str(self.path)
         if self.license:
             out["license"] = self.license
         return out

@@ -532,3 +532,25 @@ def test_gains_can_come_from_a_baked_directory(tiny_bf16, baked_bf16, tmp_path):
             assert (out / shard).read_bytes() == (baked_bf16 / shard).read_bytes()
     r = run("heads", baked_bf16 / "headbake.json", "--no-png")
     assert r.exit_code == 0 and "layer" in r.output
+
+
+def test_relative_missing_source_is_named_as_a_path(tmp_path, gains_bf16, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run("bake", "./models/nope", "--gains", gains_bf16, "--out", "o")
+    assert r.exit_code == 2 and "./models/nope is neither an existing directory nor a Hub id" in r.output
+
+
+def test_gains_of_a_compound_bake_are_refused(baked_bf16, gains_bf16, tiny_bf16, tmp_path):
+    twice = tmp_path / "twice"
+    assert run("bake", baked_bf16, "--gains", gains_bf16, "--out", twice, "--force", "-q").exit_code == 0
+    r = run("bake", tiny_bf16, "--gains", twice, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "on top of an earlier bake" in r.output
+
+
+def test_force_rebake_does_not_carry_the_old_card_or_heatmap(baked_bf16, gains_bf16, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(baked_bf16, src)
+    (src / "README.md").write_text("# card of the first bake\n")
+    (src / "headbake_heatmap.png").write_bytes(b"\x89PNG old")
+    assert run("bake", src, "--gains", gains_bf16, "--out", tmp_path / "o", "--force", "-q").exit_code == 0
+    assert not {"README.md", "headbake_heatmap.png"} & {p.name for p in (tmp_path / "o").iterdir()}

@@ -160,3 +160,31 @@ def test_bootstrap_jaccard():
     assert 0 < res["bootstrap_jaccard_mean"] < 1
     assert res["bootstrap_jaccard_p05"] <= res["bootstrap_jaccard_mean"]
     assert bootstrap_jaccard(noisy, sel, rounds=0)["bootstrap_jaccard_mean"] is None
+
+
+def test_merge_matches_local_models_by_identity_and_hub_models_by_commit():
+    import copy
+
+    from headbake.calibrate.merge import merge_documents
+    from headbake.calibrate.stats import RunningStats
+
+    def doc(source, fingerprint, seed):
+        rng = np.random.default_rng(seed)
+        st = RunningStats((2, 2))
+        for _ in range(3):
+            st.update(rng.random((1, 2, 2)))
+        return {"format": "headbake.gains/v1", "model_type": "qwen2_5_vl", "num_layers": 2, "num_heads": 2,
+                "head_dim": 8, "source": source, "stats": st.to_dict(), "query": {"mode": "last", "k": 1},
+                "preset": {"name": "x", "l_perc": 1, "l_reas": 1, "tau_perc": 0.5, "tau_reas": 0.1,
+                           "g_perc": 1.16, "g_reas": 1.3},
+                "data": {"name": "d", "fingerprint": fingerprint, "samples": 3}}
+
+    a = doc({"id": "/machine-a/model", "revision": None}, "f1", 0)
+    b = doc({"id": "/machine-b/model", "revision": None}, "f2", 1)
+    assert merge_documents([a, b])["samples"] == 6  # same local model under two paths
+    hub_a = doc({"id": "org/m", "revision": "a" * 40}, "f1", 0)
+    hub_b = doc({"id": "org/m", "revision": "b" * 40}, "f2", 1)
+    with pytest.raises(HeadbakeError, match="another model"):
+        merge_documents([hub_a, hub_b])
+    with pytest.raises(HeadbakeError, match="same data"):
+        merge_documents([a, copy.deepcopy(a)])

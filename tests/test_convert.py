@@ -219,10 +219,10 @@ def test_damaged_output_is_not_reused(converted, tmp_path):
 def test_changed_source_files_are_not_reused(home, tmp_path):
     import shutil
 
-    from headbake.resolve import demo_dir
+    from headbake.resolve import ensure_demo
 
     src = tmp_path / "src"
-    shutil.copytree(demo_dir(), src)
+    shutil.copytree(ensure_demo(progress=False), src)
     out = tmp_path / "o"
     assert run("convert", src, "--out", out, *FAST).exit_code == 0
     assert "up to date" in run("convert", src, "--out", out, *FAST).output
