@@ -117,11 +117,18 @@ def convert(
     from headbake.bake.output_dir import check_target
     from headbake.provenance import RECORD
 
+    from headbake.calibrate.run import CalibrateOptions, check_options
+
     out = Path(out)
+    cal = dict(calibration or {})
+    # Everything that can fail without the model fails before a download or an hour of calibration.
+    check_options(CalibrateOptions(model=model, **cal))
+    if not (out / RECORD).is_file():
+        check_target(out, overwrite)  # an OUT holding a headbake record may still be reusable
     if push_to_hub:
         from headbake.hub import check_push_target, resolve_token
 
-        check_push_target(push_to_hub, branch, create_pr)  # fail now, not after an hour of calibration
+        check_push_target(push_to_hub, branch, create_pr)
         resolve_token(None)
     names = [s for s in STAGES if s != "push" or push_to_hub]
     stages = _Stages(names, progress)
@@ -129,7 +136,6 @@ def convert(
         stages.start("resolve")
         from headbake.resolve import resolve_model
 
-        cal = dict(calibration or {})
         trust_remote_code = bool(cal.get("trust_remote_code"))
         resolved = resolve_model(model, revision=revision, endpoint=endpoint, progress=progress,
                                  trust_remote_code=trust_remote_code or None)

@@ -230,3 +230,21 @@ def test_changed_source_files_are_not_reused(home, tmp_path):
     tpl.write_text(tpl.read_text().replace("You are a helpful assistant.", "You are a careful assistant."))
     r = run("convert", src, "--out", out, *FAST)
     assert r.exit_code == 2 and "up to date" not in r.output
+
+
+def test_bad_options_and_occupied_output_fail_before_resolving(home, tmp_path, monkeypatch):
+    import headbake.resolve as resolve_mod
+
+    def no_resolve(*a, **k):
+        raise AssertionError("resolve_model must not run")
+
+    monkeypatch.setattr(resolve_mod, "resolve_model", no_resolve)
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "mine.txt").write_text("x")
+    for args, match in ((["--out", occupied], "pass --overwrite"),
+                        (["--out", tmp_path / "o", "--device", "foo"], "unknown --device"),
+                        (["--out", tmp_path / "o", "--samples", "0"], "--samples must be at least 1")):
+        r = run("convert", "Ocean-R1", *args, "-q")
+        assert r.exit_code == 2 and match in r.output, r.output
+    assert (occupied / "mine.txt").read_text() == "x"
