@@ -38,16 +38,12 @@ def models_cmd(as_json: bool):
 
 
 def _read_record(folder: Path) -> dict:
+    from headbake.checkpoint import read_json
+
     path = folder / "headbake.json"
     if not path.is_file():
         raise HeadbakeError(f"{folder} has no headbake.json; a card is rendered from a baked directory")
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise HeadbakeError(f"{path} is not readable JSON ({e})") from None
-    if not isinstance(rec, dict):
-        raise HeadbakeError(f"{path} is not a headbake.baked record")
-    return rec
+    return read_json(path, "headbake.json")
 
 
 @click.command("card")
