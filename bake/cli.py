@@ -29,7 +29,7 @@ def bake(src, gains_file, out, overwrite, force, checksums, quiet):
     tensor byte-identical except the edited o_proj weights, plus headbake.json.
     SRC is never modified and OUT appears only when complete.
     """
-    from headbake.bake.bake import bake_checkpoint
+    from headbake.bake.writer import bake_checkpoint
     from headbake.bake.output_dir import check_target
     from headbake.gains import load_gains
     from headbake.resolve import resolve_model

@@ -7,7 +7,7 @@ from pathlib import Path
 from headbake.checkpoint import read_json
 from headbake.errors import HeadbakeError
 from headbake.gains import load_gains, write_json_atomic
-from headbake.modelinfo import load_model_info
+from headbake.model.info import load_model_info
 from headbake.provenance import RECORD
 
 

@@ -19,6 +19,7 @@ import gc
 import sys
 
 from headbake.errors import HeadbakeError, first_line
+from headbake.model.loading import load_model, load_processor
 
 FLOOR_FACTOR = 2.0
 ABS_SLACK = {"max_abs_logit": 1e-5, "kl_max": 1e-9}
@@ -37,35 +38,19 @@ def _name(dtype) -> str:
 
 
 def _load(path, info, dtype, device, device_map, trust_remote_code):
-    import transformers
-
-    cls = getattr(transformers, info.arch.get("auto_class", "AutoModelForCausalLM"))
-    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
-    if device_map:
-        kwargs["device_map"] = device_map
-    try:
-        model = cls.from_pretrained(str(path), **kwargs)
-    except (OSError, ValueError) as e:
-        raise HeadbakeError(f"cannot load {path} with transformers: {first_line(e)}") from None
-    if not device_map:
-        model.to(device)
-    return model.eval()
+    return load_model(path, info, dtype=dtype, device=device, device_map=device_map,
+                      trust_remote_code=trust_remote_code, progress=False)
 
 
 def _inputs(path, info, samples: int, trust_remote_code: bool):
     """Real image+text prompts through the model's own processor (token ids for text-only models)."""
     import torch
 
-    from headbake.prompts import build_inputs
-    from headbake.samples import synthetic_samples
+    from headbake.data.prompts import build_inputs
+    from headbake.data.samples import synthetic_samples
 
     if info.arch.get("multimodal"):
-        from transformers import AutoProcessor
-
-        try:
-            processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, ImportError) as e:
-            raise HeadbakeError(f"cannot load the processor of {path}: {first_line(e)}") from None
+        processor = load_processor(path, trust_remote_code=trust_remote_code)
         return dict(build_inputs(processor, synthetic_samples(samples, seed=1234))), getattr(processor, "tokenizer", None)
     g = torch.Generator().manual_seed(1234)
     vocab = int(info.config.get("vocab_size") or info.config.get("text_config", {}).get("vocab_size", 1000))
@@ -119,7 +104,7 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
                  device_map=None, trust_remote_code=False, progress=True) -> dict:
     import torch
 
-    from headbake.bake.hook import apply_gains
+    from headbake.runtime import apply_gains
 
     from headbake.devices import resolve_device
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from headbake.bake.fold import fold_bytes
 from headbake.checkpoint import open_checkpoint
-from headbake.modelinfo import load_model_info, o_proj_targets
+from headbake.model.info import load_model_info, o_proj_targets
 from headbake.provenance import ADDED_FILES
 
 CHUNK = 16 << 20

@@ -1,7 +1,7 @@
 """Calibrate: measure each head's visual attention share S_v and select heads.
 
 Modules: ``probe`` (S_v from the attention call, registry or hooks path),
-``visual_tokens``, ``queries`` (which query positions), ``stats`` (mergeable
+``queries`` (which query positions), ``stats`` (mergeable
 per-head statistics, bootstrap stability), ``selection`` (the paper's
 rules), ``presets``, ``data`` (calibration samples), ``heatmap`` (table and
 PNG), ``run`` (one calibration), ``cli``.

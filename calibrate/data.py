@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headbake.errors import HeadbakeError, first_line
-from headbake.samples import Sample, fingerprint, synthetic_samples  # noqa: F401 (fingerprint re-exported)
+from headbake.data.samples import Sample, fingerprint, synthetic_samples  # noqa: F401 (fingerprint re-exported)
 
 EMBEDDED_DEFAULT_SAMPLES = 64
 EMBEDDED_SEED = 0

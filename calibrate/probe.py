@@ -247,9 +247,10 @@ def _run_hooks(model, inputs, positions, vis, layers):
 
 def _default_method(model) -> str:
     """Known remote-code models go straight to hooks; everything else tries the registry first."""
-    from headbake.calibrate.visual_tokens import PROBE_PATHS
+    from headbake.model.info import architectures
 
-    return "hooks" if PROBE_PATHS.get(getattr(model.config, "model_type", None)) == "hooks" else "auto"
+    arch = architectures().get(getattr(model.config, "model_type", None)) or {}
+    return "hooks" if arch.get("probe") == "hooks" else "auto"
 
 
 def probe_batch(model, inputs, positions, weights=None, visual_mask=None, method="auto"):
@@ -264,9 +265,9 @@ def probe_batch(model, inputs, positions, weights=None, visual_mask=None, method
     """
     import torch
 
-    from headbake.bake.hook import decoder_layers
-    from headbake.calibrate.visual_tokens import visual_mask as make_visual_mask
-    from headbake.calibrate.visual_tokens import visual_token_ids
+    from headbake.model.info import decoder_layers
+    from headbake.model.info import visual_mask as make_visual_mask
+    from headbake.model.info import visual_token_ids
 
     layers = decoder_layers(model)
     num_layers = len(layers)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headbake.devices import resolve_device
+from headbake.model.loading import DTYPES, check_remote_code, input_device, load_model, load_processor
 from headbake.errors import HeadbakeError, first_line
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -82,54 +82,6 @@ def load_data(o: CalibrateOptions):
     return data.embedded(o.samples)
 
 
-def load_model(model_dir, info, o: CalibrateOptions, probe_method: str):
-    """The model's own transformers class, safetensors only, in the checkpoint's dtype (or ``--dtype``)."""
-    import torch
-    import transformers
-    from transformers import AutoProcessor
-
-    cls_name = info.arch.get("auto_class", "AutoModelForImageTextToText")
-    cls = getattr(transformers, cls_name, None)
-    if cls is None:
-        raise HeadbakeError(f"transformers {transformers.__version__} has no {cls_name}")
-    kwargs = dict(
-        dtype="auto" if o.dtype == "auto" else getattr(torch, o.dtype),
-        use_safetensors=True,
-        trust_remote_code=o.trust_remote_code,
-        # The hooks path needs real eager weights from remote-code attention classes.
-        attn_implementation="eager" if probe_method == "hooks" else "sdpa",
-    )
-    if o.device_map:
-        kwargs["device_map"] = o.device_map
-    if not o.progress:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    try:
-        model = cls.from_pretrained(str(model_dir), **kwargs)
-    except (OSError, ValueError) as e:
-        msg = first_line(e)
-        raise HeadbakeError(f"cannot load the model from {model_dir}: {msg}") from None
-    if not o.device_map:
-        model.to(resolve_device(o.device))
-    model.eval()
-    try:
-        processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=o.trust_remote_code)
-    except (OSError, ValueError, ImportError) as e:
-        msg = first_line(e)
-        raise HeadbakeError(f"cannot load the processor from {model_dir}: {msg}") from None
-    return model, processor
-
-
-def _input_device(model):
-    import torch
-
-    try:
-        return model.get_input_embeddings().weight.device
-    except (AttributeError, NotImplementedError):
-        return next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
-
-
 def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     """Run a calibration and return the gains document (written to ``o.out`` when set).
 
@@ -146,11 +98,10 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     from headbake.calibrate.queries import generated_inputs, prompt_positions
     from headbake.calibrate.selection import select_heads, validate_params
     from headbake.calibrate.stats import RunningStats, bootstrap_jaccard
-    from headbake.calibrate.visual_tokens import probe_path, visual_mask, visual_token_ids
     from headbake.checkpoint import open_checkpoint
     from headbake.gains import gains_document, write_json_atomic
-    from headbake.modelinfo import load_model_info
-    from headbake.prompts import build_inputs
+    from headbake.model.info import load_model_info, probe_path, visual_mask
+    from headbake.data.prompts import build_inputs
 
     spec = check_options(o)
     model_dir = Path(o.model)
@@ -158,14 +109,11 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
         raise HeadbakeError(f"model directory not found: {model_dir}")
     info = load_model_info(model_dir)
     method = probe_path(info.model_type) if o.method == "auto" else o.method
-    if info.arch.get("remote_code") and not o.trust_remote_code and model is None:
-        raise HeadbakeError(
-            f"{info.arch.get('family', info.model_type)} needs the checkpoint's own Python code: "
-            "pass --trust-remote-code if you trust it"
-        )
+    if model is None:
+        check_remote_code(info, o.trust_remote_code)
     params, preset_block = resolve(o.preset, o.overrides)
     warnings = list(validate_params(params, info.num_layers))
-    ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids or visual_token_ids(info.config)
+    ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids
     if not ids:
         raise HeadbakeError(f"config.json names no image token id for {info.model_type}; pass --visual-token-id")
     if model is None:
@@ -175,8 +123,12 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
         warnings.append(dataset.note)
 
     if model is None:
-        model, processor = load_model(model_dir, info, o, method)
-    device = _input_device(model)
+        model = load_model(model_dir, info, dtype=o.dtype, device=o.device, device_map=o.device_map,
+                           trust_remote_code=o.trust_remote_code, progress=o.progress,
+                           # the hooks path needs real eager weights from remote-code attention classes
+                           attn_implementation="eager" if method == "hooks" else "sdpa")
+        processor = load_processor(model_dir, trust_remote_code=o.trust_remote_code)
+    device = input_device(model)
     stats = RunningStats((info.num_layers, info.num_heads))
     per_sample = []
     n = len(dataset.samples)

@@ -45,7 +45,7 @@ def _source_identity(path: Path, revision: str | None) -> dict:
 def _data_fingerprint(src: Path, cal: dict) -> str:
     """The calibration data's own fingerprint (image bytes + questions), so edited images count as new data."""
     from headbake.calibrate.run import CalibrateOptions, load_data
-    from headbake.samples import fingerprint
+    from headbake.data.samples import fingerprint
 
     fields = {k: cal[k] for k in ("data", "dataset", "split", "image_column", "question_column", "samples") if k in cal}
     return fingerprint(load_data(CalibrateOptions(model=str(src), **fields)).samples)
@@ -182,7 +182,7 @@ def convert(
 
 def _build(src, source, resolved, out, work, key_cal, stages, *, calibration, verify_samples, overwrite, command,
            progress, push_to_hub) -> dict:
-    from headbake.bake.bake import bake_checkpoint
+    from headbake.bake.writer import bake_checkpoint
     from headbake.bake.output_dir import atomic_directory
     from headbake.bake.verify import run_verify
     from headbake.calibrate.heatmap import plot_heatmap

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from headbake.errors import HeadbakeError
 from headbake.fsutil import write_json_atomic  # noqa: F401 (re-exported: the gains file's writer)
-from headbake.modelinfo import ModelInfo
+from headbake.model.info import ModelInfo
 
 FORMAT = "headbake.gains/v1"
 

@@ -79,7 +79,7 @@ class ResolvedModel:
 
 @lru_cache(maxsize=1)
 def aliases() -> dict[str, dict]:
-    text = resources.files("headbake").joinpath("aliases.json").read_text()
+    text = resources.files("headbake.model").joinpath("aliases.json").read_text()
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
 
 
@@ -408,7 +408,7 @@ def resolve_model(
 
 def alias_table(cache_dir: str | os.PathLike | None = None) -> list[dict]:
     """One row per alias for ``headbake models``: repo, architecture, and whether it is on disk."""
-    from headbake.modelinfo import architectures
+    from headbake.model.info import architectures
 
     archs = architectures()
     rows = []

@@ -75,7 +75,7 @@ def _pct(x) -> str:
 
 def _arch(model_type: str | None) -> dict:
     try:
-        from headbake.modelinfo import architectures
+        from headbake.model.info import architectures
 
         return architectures().get(model_type or "", {})
     except Exception:  # noqa: BLE001 - the card must render even if model knowledge is missing

@@ -121,8 +121,8 @@ def build(args):
 
 def make_inputs(proc, target_tokens, device):
     """One sample whose prompt is ~target_tokens long: image side chosen in 28-px merge units."""
-    from headbake.prompts import build_inputs
-    from headbake.samples import Sample, synthetic_samples
+    from headbake.data.prompts import build_inputs
+    from headbake.data.samples import Sample, synthetic_samples
 
     base = synthetic_samples(1, seed=0)[0]
     text = build_inputs(proc, [Sample(base.image.resize((56, 56)), base.question, base.kind)])
@@ -137,7 +137,7 @@ def run_modes(model, inputs, device):
     import torch
 
     from headbake.calibrate.probe import probe_batch
-    from headbake.calibrate.visual_tokens import visual_mask, visual_token_ids
+    from headbake.model.info import visual_mask, visual_token_ids
 
     length = inputs["input_ids"].shape[1]
     vis = visual_mask(inputs["input_ids"], visual_token_ids(model.config))

@@ -16,11 +16,11 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 from builders import build_deepseek_v3, build_kimi_layout, write_gains
-from headbake.bake.bake import bake_checkpoint
+from headbake.bake.writer import bake_checkpoint
 from headbake.bake.fold import fold_columns
 from headbake.checkpoint import open_checkpoint
 from headbake.cli import main
-from headbake.modelinfo import load_model_info
+from headbake.model.info import load_model_info
 
 CELLS = {(0, 1): 1.16, (1, 0): 1.3, (1, 3): 1.3, (3, 2): 1.16}
 
@@ -379,7 +379,7 @@ def test_disk_full_leaves_nothing(src_copy, gains_bf16, tmp_path):
 def test_disk_full_simulated(src_copy, gains_bf16, tmp_path, monkeypatch):
     import errno
 
-    import headbake.bake.bake as bake_mod
+    import headbake.bake.writer as bake_mod
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -395,7 +395,7 @@ def test_disk_full_simulated(src_copy, gains_bf16, tmp_path, monkeypatch):
 SLOW_BAKE = """
 import sys, time, pathlib
 marker, src, gains, out = sys.argv[1:5]
-import headbake.bake.bake as b
+import headbake.bake.writer as b
 orig = b.clone_file
 def slow(src, dst):
     m = orig(src, dst)

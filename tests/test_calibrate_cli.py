@@ -40,8 +40,8 @@ def test_calibrate_writes_a_gains_file_bake_accepts(calibrated, tiny_fp32, tmp_p
     from headbake.calibrate.data import fingerprint
     from headbake.calibrate.stats import RunningStats
     from headbake.gains import load_gains
-    from headbake.modelinfo import load_model_info
-    from headbake.samples import synthetic_samples
+    from headbake.model.info import load_model_info
+    from headbake.data.samples import synthetic_samples
 
     info = load_model_info(tiny_fp32)
     doc = load_gains(calibrated, info)
@@ -122,7 +122,7 @@ def loaded(tiny_fp32):
 def test_batch_size_query_modes_and_jsonl(tiny_fp32, loaded, tmp_path):
     """Padding-invariance end to end, the other query modes, and --data JSONL with a multi-image line."""
     from headbake.calibrate.run import CalibrateOptions, calibrate
-    from headbake.samples import synthetic_samples
+    from headbake.data.samples import synthetic_samples
 
     model, proc = loaded
 
@@ -164,8 +164,8 @@ def test_split_runs_merge_to_the_whole(tiny_fp32, loaded, tmp_path):
     from headbake.calibrate.merge import merge_documents
     from headbake.calibrate.run import CalibrateOptions, calibrate
     from headbake.gains import load_gains, write_json_atomic
-    from headbake.modelinfo import load_model_info
-    from headbake.samples import synthetic_samples
+    from headbake.model.info import load_model_info
+    from headbake.data.samples import synthetic_samples
 
     model, proc = loaded
     recs = []
@@ -216,7 +216,7 @@ def _bad_jsonl(tmp_path, text):
 @pytest.fixture
 def bad_inputs(tmp_path, tiny_fp32):
     """name -> (extra CLI args, expected message fragment)."""
-    from headbake.samples import synthetic_samples
+    from headbake.data.samples import synthetic_samples
 
     synthetic_samples(1)[0].image.save(tmp_path / "ok.png")
     (tmp_path / "broken.png").write_text("not an image")

@@ -8,8 +8,8 @@ import pytest
 
 from headbake.calibrate import data
 from headbake.errors import HeadbakeError
-from headbake.samples import fingerprint as samples_fingerprint
-from headbake.samples import synthetic_samples
+from headbake.data.samples import fingerprint as samples_fingerprint
+from headbake.data.samples import synthetic_samples
 
 
 def test_embedded_default_set():

@@ -26,7 +26,7 @@ def fp32_models(tiny_fp32):
 
 def _samples():
     """Different question lengths and image counts, so the batch is left-padded unevenly."""
-    from headbake.samples import Sample, synthetic_samples
+    from headbake.data.samples import Sample, synthetic_samples
 
     s = synthetic_samples(4, seed=3)
     return [
@@ -50,8 +50,8 @@ def _eager_sv(eager, inputs, positions, vis):
 
 @pytest.fixture(scope="module")
 def padded(fp32_models):
-    from headbake.calibrate.visual_tokens import visual_mask, visual_token_ids
-    from headbake.prompts import build_inputs
+    from headbake.model.info import visual_mask, visual_token_ids
+    from headbake.data.prompts import build_inputs
 
     sdpa, _, proc = fp32_models
     inputs = build_inputs(proc, _samples())
@@ -87,7 +87,7 @@ def test_padded_batch_equals_each_sample_alone(fp32_models, padded):
     """Left padding must not change any sample's S_v (it does if the mask function is not registered)."""
     from headbake.calibrate import visual_attention_ratio
     from headbake.calibrate.probe import probe_batch
-    from headbake.prompts import build_inputs
+    from headbake.data.prompts import build_inputs
 
     sdpa, _, proc = fp32_models
     inputs, vis = padded
@@ -123,8 +123,8 @@ def test_probe_changes_nothing_and_restores(fp32_models, padded):
 
 def test_unpadded_single_sample(fp32_models):
     from headbake.calibrate import visual_attention_ratio
-    from headbake.calibrate.visual_tokens import visual_mask, visual_token_ids
-    from headbake.prompts import build_inputs
+    from headbake.model.info import visual_mask, visual_token_ids
+    from headbake.data.prompts import build_inputs
 
     sdpa, eager, proc = fp32_models
     inputs = build_inputs(proc, _samples()[:1])
@@ -170,7 +170,7 @@ def test_generated_k_positions_match_eager(fp32_models, padded):
     with torch.no_grad():
         ref_tokens = sdpa.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert torch.equal(ref_tokens[:, plen:plen + positions.shape[1]], ext["input_ids"][:, plen:])
-    from headbake.calibrate.visual_tokens import visual_mask, visual_token_ids
+    from headbake.model.info import visual_mask, visual_token_ids
 
     vis = visual_mask(ext["input_ids"], visual_token_ids(sdpa.config))
     got = probe_batch(sdpa, ext, positions, weights, visual_mask=vis)
@@ -188,7 +188,7 @@ def test_bf16_probe_close_to_eager(tiny_bf16):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from headbake.calibrate import visual_attention_ratio
-    from headbake.prompts import build_inputs
+    from headbake.data.prompts import build_inputs
 
     kw = dict(dtype="auto", use_safetensors=True)
     model = AutoModelForImageTextToText.from_pretrained(tiny_bf16, **kw).eval()
@@ -196,7 +196,7 @@ def test_bf16_probe_close_to_eager(tiny_bf16):
     proc = AutoProcessor.from_pretrained(tiny_bf16)
     inputs = build_inputs(proc, _samples()[:2])
     got = visual_attention_ratio(model, inputs)
-    from headbake.calibrate.visual_tokens import visual_mask, visual_token_ids
+    from headbake.model.info import visual_mask, visual_token_ids
 
     vis = visual_mask(inputs["input_ids"], visual_token_ids(model.config))
     length = inputs["input_ids"].shape[1]

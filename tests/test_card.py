@@ -266,10 +266,10 @@ def test_bad_record_leaves_no_file(tmp_path):
 
 def test_card_of_a_real_bake(tiny_bf16, tmp_path):
     """Render from the record the real bake writes (hand-written gains, tensor-level verification)."""
-    from headbake.bake.bake import bake_checkpoint
+    from headbake.bake.writer import bake_checkpoint
     from headbake.bake.verify import run_verify
     from headbake.gains import gains_document
-    from headbake.modelinfo import load_model_info
+    from headbake.model.info import load_model_info
 
     info = load_model_info(tiny_bf16)
     gains = [[1.0] * info.num_heads for _ in range(info.num_layers)]

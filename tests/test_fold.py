@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from headbake.bake.fold import fold_bytes, fold_columns
-from headbake.bake.hook import apply_gains
+from headbake.runtime import apply_gains
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -63,7 +63,7 @@ def test_hook_equals_fold_in_float64_and_removes_cleanly():
     x = torch.randn(7, 12, dtype=torch.float64)
     gains = [[1.0, 1.3, 1.0], [1.16, 1.0, 2.0]]
     plain = model(x)
-    with apply_gains(model, gains, runtime_paths=["layers"]):
+    with apply_gains(model, gains, paths=["layers"]):
         hooked = model(x)
     assert torch.equal(model(x), plain)  # hook removed
     folded = _Toy().double()

@@ -6,7 +6,7 @@ import pytest
 
 from headbake.checkpoint import open_checkpoint
 from headbake.errors import HeadbakeError
-from headbake.modelinfo import architectures, load_model_info, model_info, o_proj_targets
+from headbake.model.info import architectures, load_model_info, model_info, o_proj_targets
 
 
 def test_qwen25vl_nested_and_legacy_configs():

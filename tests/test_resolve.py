@@ -126,7 +126,7 @@ def test_cache_snapshot_path_recovers_repo_id_and_sha(tiny_bf16, tmp_path):
 
 def test_offline_resolution_from_a_prepared_cache(tiny_bf16, tmp_path, monkeypatch):
     from headbake.checkpoint import open_checkpoint
-    from headbake.modelinfo import load_model_info
+    from headbake.model.info import load_model_info
 
     cache = tmp_path / "hub"
     snap = fake_cache(cache, "someone/Tiny-VL", tiny_bf16)

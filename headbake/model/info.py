@@ -1,7 +1,8 @@
-"""What headbake needs to know about a model, read from config.json alone.
+"""What headbake needs to know about a model: from config.json, and from a loaded model.
 
 The per-architecture facts live as data in ``architectures.json`` so adding
-a model is a JSON edit; this module only interprets them.
+a model is a JSON edit; this module only interprets them. Both halves of the
+tool (bake and calibrate) read model knowledge from here and nowhere else.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from headbake.errors import HeadbakeError
 
 @lru_cache(maxsize=1)
 def architectures() -> dict[str, dict]:
-    text = resources.files("headbake").joinpath("architectures.json").read_text()
+    text = resources.files("headbake.model").joinpath("architectures.json").read_text()
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
 
 
@@ -80,12 +81,6 @@ def model_info(config: dict) -> ModelInfo:
         heads = int(tc["num_attention_heads"])
     except (KeyError, TypeError, ValueError):
         raise HeadbakeError("config.json lacks num_hidden_layers / num_attention_heads") from None
-    ids = []
-    for field in arch.get("visual_token_ids", []):
-        for src in (config, tc):
-            if isinstance(src.get(field), int):
-                ids.append(int(src[field]))
-                break
     return ModelInfo(
         model_type=model_type,
         arch=arch,
@@ -93,7 +88,7 @@ def model_info(config: dict) -> ModelInfo:
         num_heads=heads,
         head_dim=_width(tc, arch),
         hidden_size=int(tc.get("hidden_size", 0)),
-        visual_token_ids=tuple(dict.fromkeys(ids)),
+        visual_token_ids=visual_token_ids(config, arch.get("visual_token_ids", [])),
         config=config,
     )
 
@@ -144,3 +139,77 @@ def o_proj_targets(info: ModelInfo, ckpt: Checkpoint) -> list[OProjTarget]:
     if extra in tensors:
         raise HeadbakeError(f"checkpoint holds {extra}, more decoder layers than config.json's {info.num_layers}")
     return out
+
+
+def _get(config, name):
+    return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+
+
+def visual_token_ids(config, fields=None) -> tuple[int, ...]:
+    """Image/video placeholder ids named by ``fields`` (default: the architecture's list).
+
+    ``S_v`` sums attention over the positions that hold visual features; in every
+    supported model the processor expands one placeholder id per feature, so those
+    positions are where ``input_ids`` equals one of these ids. ``config`` may be a
+    dict (config.json) or a transformers config; ids are found at the root or in
+    the text sub-config.
+    """
+    if fields is None:
+        fields = architectures().get(_get(config, "model_type"), {}).get("visual_token_ids", [])
+    ids = []
+    for name in fields:
+        for src in (config, _get(config, "text_config")):
+            if src is not None and isinstance(_get(src, name), int):
+                ids.append(int(_get(src, name)))
+                break
+    return tuple(dict.fromkeys(ids))
+
+
+def visual_mask(input_ids, ids):
+    """Boolean ``[batch, seq]`` mask of the positions holding any of ``ids``."""
+    import torch
+
+    if not ids:
+        raise HeadbakeError("no visual token ids known for this model; pass them explicitly (--visual-token-id)")
+    ref = torch.tensor(list(ids), device=input_ids.device, dtype=input_ids.dtype)
+    return torch.isin(input_ids, ref)
+
+
+def probe_path(model_type: str) -> str:
+    """How calibrate reaches ``model_type``'s attention scores (``registry`` or ``hooks``)."""
+    arch = architectures().get(model_type) or {}
+    path = arch.get("probe")
+    if path is None:
+        probed = sorted(k for k, v in architectures().items() if v.get("probe"))
+        raise HeadbakeError(
+            f"model type {model_type!r} has no probe path: calibrate measures attention to image tokens and "
+            f"supports {', '.join(probed)}"
+        )
+    return path
+
+
+def _get_path(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def decoder_layers(model, paths=None):
+    """The language model's decoder layers of a loaded model (never the vision tower's blocks).
+
+    ``paths`` (attribute paths) overrides the architecture's ``runtime_layers``, for bare modules.
+    """
+    if paths is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        arch = architectures().get(model_type)
+        if arch is None:
+            raise HeadbakeError(
+                f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(architectures()))}")
+        paths = arch["runtime_layers"]
+    for path in paths:
+        layers = _get_path(model, path)
+        if layers is not None and len(layers) and hasattr(layers[0], "self_attn"):
+            return layers
+    raise HeadbakeError(f"cannot find the decoder layers of {type(model).__name__} (tried {', '.join(paths)})")

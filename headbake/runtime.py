@@ -1,13 +1,14 @@
 """Runtime Class-Conditioned Rescaling: the paper's method as a forward pre-hook.
 
-This is the reference the bake is verified against. Each decoder layer's
+This is the reference the bake is verified against, and what evaluation and tuning
+apply to the unbaked model (so it lives in the shared package, not in bake/). Each decoder layer's
 ``o_proj`` input is ``concat(head_0 .. head_{H-1})``; the hook multiplies head
 h's slice by its gain (in at least float32, rounded once to the activation dtype, so a
 gain of 1.16 is not first rounded to bfloat16's 1.15625).
 
 Usage::
 
-    from headbake.bake.hook import apply_gains
+    from headbake.runtime import apply_gains
     with apply_gains(model, gains):      # gains: [num_layers][num_heads]
         logits = model(**inputs).logits
 """
@@ -15,29 +16,7 @@ Usage::
 from __future__ import annotations
 
 from headbake.errors import HeadbakeError
-
-
-def _get_path(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
-def decoder_layers(model, runtime_paths=None):
-    """The language model's decoder layers (never the vision tower's blocks)."""
-    if runtime_paths is None:
-        from headbake.modelinfo import architectures
-
-        mt = getattr(model.config, "model_type", None)
-        arch = architectures().get(mt)
-        runtime_paths = arch["runtime_layers"] if arch else ["model.language_model.layers", "model.layers"]
-    for path in runtime_paths:
-        layers = _get_path(model, path)
-        if layers is not None and len(layers) and hasattr(layers[0], "self_attn"):
-            return layers
-    raise HeadbakeError(f"cannot find the decoder layers of {type(model).__name__} (tried {', '.join(runtime_paths)})")
+from headbake.model.info import decoder_layers
 
 
 class GainsHandle:
@@ -59,11 +38,11 @@ class GainsHandle:
         return False
 
 
-def apply_gains(model, gains, runtime_paths=None) -> GainsHandle:
+def apply_gains(model, gains, paths=None) -> GainsHandle:
     """Scale each head's slice of every decoder ``o_proj`` input by its gain."""
     import torch
 
-    layers = decoder_layers(model, runtime_paths)
+    layers = decoder_layers(model, paths)
     if len(gains) != len(layers):
         raise HeadbakeError(f"gains cover {len(gains)} layers, the model has {len(layers)}")
     handles = []

@@ -24,7 +24,7 @@ from headbake.checkpoint import open_checkpoint, read_json
 from headbake.errors import HeadbakeError
 from headbake.gains import load_gains, validate_gains, write_json_atomic
 from headbake.hashing import sha256_bytes, sha256_files
-from headbake.modelinfo import load_model_info, o_proj_targets
+from headbake.model.info import load_model_info, o_proj_targets
 from headbake.provenance import ADDED_FILES, FORMAT, RECORD, now, versions
 
 WINDOW = 2  # folded o_proj tensors in flight (and fold workers: numpy and sha256 release the GIL)
