@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from headbake.checkpoint import read_json
 from headbake.errors import HeadbakeError
-from headbake.gains import load_gains, write_json_atomic
+from headbake.gains import load_gains, validate_gains
 from headbake.model.info import load_model_info
-from headbake.provenance import RECORD
+from headbake.record import RECORD, has_record, read_record, write_record
 
 
 def _gains_for(baked: Path, gains_file, info):
     if gains_file:
         return load_gains(gains_file, info)["gains"]
-    if not (baked / RECORD).is_file():
+    if not has_record(baked):
         raise HeadbakeError(f"{baked} has no {RECORD}; pass --gains to say which gains to check")
-    from headbake.gains import validate_gains
-
-    doc = read_json(baked / RECORD, RECORD).get("gains") or {}
+    doc = read_record(baked).gains
     return validate_gains(doc.get("gains"), info.num_layers, info.num_heads, f"{baked / RECORD}")
 
 
@@ -63,11 +60,9 @@ def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, ne
     passed = tensor["passed"] and (model is None or model["passed"])
     report = {"passed": passed, "tensor": tensor, "model": model, "summary": summary}
     if record:
-        rec_path = baked / RECORD
-        rec = read_json(rec_path, RECORD)
-        rec["verification"] = {k: v for k, v in report.items() if k != "summary"}
-        rec["verification"]["tensor"] = {k: v for k, v in tensor.items() if k != "files"}
-        for rel, h in tensor["files"].items():
-            rec.setdefault("files", {})[rel] = h
-        write_json_atomic(rec_path, rec)
+        rec = read_record(baked)
+        rec.verification = {k: v for k, v in report.items() if k != "summary"}
+        rec.verification["tensor"] = {k: v for k, v in tensor.items() if k != "files"}
+        rec.files.update(tensor["files"])
+        write_record(baked, rec)
     return report

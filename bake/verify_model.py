@@ -19,6 +19,7 @@ import gc
 import sys
 
 from headbake.errors import HeadbakeError, first_line
+from headbake.progress import bar as progress_bar
 from headbake.model.loading import load_model, load_processor
 
 FLOOR_FACTOR = 2.0
@@ -113,12 +114,11 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
     pad_id = getattr(tok, "pad_token_id", None) if tok is not None else 0
     steps = ["load source", "vanilla", "hooked", "reference dtype", "load baked", "baked"]
 
-    from tqdm.auto import tqdm
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    bar = tqdm(total=len(steps), desc="verify model", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(len(steps), "verify model", unit="step", enabled=progress)
 
     def step():
         bar.update()

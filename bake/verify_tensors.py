@@ -16,7 +16,8 @@ from pathlib import Path
 from headbake.bake.fold import fold_bytes
 from headbake.checkpoint import open_checkpoint
 from headbake.model.info import load_model_info, o_proj_targets
-from headbake.provenance import ADDED_FILES
+from headbake.progress import bar as progress_bar
+from headbake.record import ADDED_FILES
 
 CHUNK = 16 << 20
 MAX_PROBLEMS = 20
@@ -67,7 +68,6 @@ def _compare_file(src: Path, dst: Path, skip, pool, bar) -> tuple[bool, str, str
 
 def verify_tensors(src, baked, gains, progress: bool = True) -> dict:
     """Compare ``baked`` with ``src`` given the ``gains`` matrix; returns a JSON-able report."""
-    from tqdm.auto import tqdm
 
     src, baked = Path(src), Path(baked)
     info = load_model_info(src)
@@ -106,9 +106,8 @@ def verify_tensors(src, baked, gains, progress: bool = True) -> dict:
     compare = sorted((src_files & baked_files) - set(ADDED_FILES))
     total = sum((src / f).stat().st_size for f in compare)
     fold_exact = 0
-    with ThreadPoolExecutor(max_workers=2) as pool, tqdm(
-        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="verify tensors",
-        disable=not progress, file=sys.stderr, dynamic_ncols=True,
+    with ThreadPoolExecutor(max_workers=2) as pool, progress_bar(
+        total, "verify tensors", unit="B", enabled=progress, unit_scale=True, unit_divisor=1024,
     ) as bar:
         for f in compare:
             shard = sck.shards.get(f)

@@ -20,12 +20,13 @@ from pathlib import Path
 from headbake.bake.clone import clone_file
 from headbake.bake.fold import fold_bytes
 from headbake.bake.output_dir import atomic_directory, check_target
-from headbake.checkpoint import open_checkpoint, read_json
+from headbake.checkpoint import open_checkpoint
 from headbake.errors import HeadbakeError
-from headbake.gains import load_gains, validate_gains, write_json_atomic
+from headbake.gains import load_gains, validate_gains
 from headbake.hashing import sha256_bytes, sha256_files
 from headbake.model.info import load_model_info, o_proj_targets
-from headbake.provenance import ADDED_FILES, FORMAT, RECORD, now, versions
+from headbake.progress import bar
+from headbake.record import ADDED_FILES, RECORD, Record, public_source, read_record, write_record
 
 WINDOW = 2  # folded o_proj tensors in flight (and fold workers: numpy and sha256 release the GIL)
 
@@ -37,7 +38,7 @@ class BakeResult:
     edited_heads: int
     copy_methods: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-    record: dict = field(default_factory=dict)
+    record: Record | None = None
 
 
 def _pread_exact(fd: int, n: int, offset: int) -> bytes:
@@ -62,10 +63,7 @@ def _fold_one(path, entry, gains, head_dim):
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return bar(total, desc, unit="B", enabled=enabled, unit_scale=True, unit_divisor=1024)
 
 
 def bake_checkpoint(
@@ -102,7 +100,7 @@ def bake_checkpoint(
             raise HeadbakeError(
                 f"{src} is already baked (it has {RECORD}); baking again compounds the gains. Pass --force if you mean it"
             )
-        previous = read_json(src / RECORD, RECORD)
+        previous = read_record(src).to_dict()
     check_target(out, overwrite, protected=[src])
 
     tensors = ckpt.tensors
@@ -172,23 +170,13 @@ def bake_checkpoint(
                 "sha256": digests_out.get(str(tmp / r)),
                 "source_sha256": digests_src.get(str(src / r)),
             }
-        record = {
-            "format": FORMAT,
-            **versions(),
-            "created": now(),
-            "source": source or {"id": str(src.resolve()), "revision": None, "path": str(src.resolve())},
-            "model": info.identity(),
-            "gains": doc,
-            "edited": edited,
-            "files": files,
-            "verification": None,
-            "command": None,
-        }
-        if skipped:
-            record["skipped_files"] = skipped
-        if previous is not None:
-            record["previous_bake"] = previous
-        write_json_atomic(tmp / RECORD, record)
+        doc["source"] = public_source(doc.get("source"))
+        record = Record(
+            source=public_source(source or {"id": str(src.resolve()), "revision": None}),
+            model=info.identity(), gains=doc, edited=edited, files=files, skipped_files=skipped,
+            previous_bake=previous,
+        )
+        write_record(tmp, record)
     return BakeResult(
         out=out, edited_tensors=len(edited), edited_heads=sum(len(e["heads"]) for e in edited),
         copy_methods=methods, seconds=time.perf_counter() - t0, record=record,

@@ -15,34 +15,59 @@ from pathlib import Path
 from headbake.devices import resolve_device
 from headbake.model.loading import DTYPES, check_remote_code, input_device, load_model, load_processor
 from headbake.errors import HeadbakeError, first_line
+from headbake.progress import bar as progress_bar
 
+
+
+def _opt(default=None, help="", **cli):
+    """A calibration setting; ``cli`` holds what the command line needs (flag, type, choices, is_flag)."""
+    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass
 class CalibrateOptions:
+    """Every calibration setting, declared once: ``headbake.cli.options`` turns the fields that carry a
+    ``help`` into command-line flags for ``calibrate`` and ``convert``."""
+
     model: str
     out: str | None = None
-    preset: str = "default"
-    overrides: dict = field(default_factory=dict)  # l_perc, l_reas, tau_perc, tau_reas, g_perc, g_reas
-    data: str | None = None  # JSONL path
-    dataset: str | None = None  # Hugging Face dataset name or local path
-    split: str = "train"
-    image_column: str = "image"
-    question_column: str = "question"
-    samples: int | None = None
-    batch_size: int = 4
-    device: str | None = None  # None or "auto": cuda if available, else cpu
-    device_map: str | None = None  # "auto": accelerate places the model over devices
-    dtype: str = "auto"
-    query: str = "last"
-    k: int | None = None
-    trust_remote_code: bool = False
-    visual_token_ids: tuple = ()  # override the config's placeholder ids
-    bootstrap_rounds: int = 200
-    seed: int = 0
+    preset: str = _opt("default", "Selection preset (see `headbake presets`; default: the model's own).")
+    l_perc: int | None = _opt(None, "Override: last decoder layer (0-based) for perceptual heads.", min=0)
+    l_reas: int | None = _opt(None, "Override: first decoder layer (0-based) for reasoning heads.", min=0)
+    tau_perc: float | None = _opt(None, "Override: perceptual heads need S_v >= tau_perc.")
+    tau_reas: float | None = _opt(None, "Override: reasoning heads need S_v <= tau_reas.")
+    g_perc: float | None = _opt(None, "Override: gain of perceptual heads.")
+    g_reas: float | None = _opt(None, "Override: gain of reasoning heads.")
+    data: str | None = _opt(None, 'JSONL file of {"image": path | [paths], "question": str}.', path=True)
+    dataset: str | None = _opt(None, "Hugging Face dataset name or local path (needs the 'datasets' extra).")
+    split: str = _opt("train", "Dataset split.")
+    image_column: str = _opt("image", "Dataset column holding the image(s).")
+    question_column: str = _opt("question", "Dataset column holding the question.")
+    samples: int | None = _opt(None, "Number of samples (embedded set: default 64; files: all).", min=1)
+    batch_size: int = _opt(4, "Samples per forward pass.", min=1)
+    device: str | None = _opt(None, "auto, cpu, cuda, cuda:1, ... [default: auto: cuda if available].")
+    device_map: str | None = _opt(None, "Spread the model over devices with accelerate.", choices=("auto",))
+    dtype: str = _opt("auto", "The checkpoint's dtype (auto), or float32, bfloat16, float16.", choices=DTYPES)
+    query: str = _opt("last", "Query position i* (the paper does not say which; this is a choice): the last prompt "
+                      "token, the mean over the last k prompt tokens, or over the first k generated tokens.",
+                      choices=("last", "last-k", "generated-k"))
+    k: int | None = _opt(None, "Positions to average for last-k / generated-k.", min=1)
+    visual_token_ids: tuple = _opt((), "Override the image/video placeholder token ids (repeatable).",
+                                   flag="--visual-token-id", type=int, multiple=True)
+    bootstrap_rounds: int = _opt(200, "Bootstrap resamples for the selection-stability estimate (0: skip).",
+                                 flag="--bootstrap", min=0)
+    seed: int = _opt(0, "Bootstrap seed.")
+    trust_remote_code: bool = _opt(False, "Allow the checkpoint's own Python code (Kimi-VL needs it).", is_flag=True)
     method: str = "auto"  # probe path: auto | registry | hooks
     source: dict | None = None  # {"id", "revision"}; default: the local directory, no revision
     progress: bool = True
+
+    @property
+    def overrides(self) -> dict:
+        return {k: getattr(self, k) for k in OVERRIDES}
+
+
+OVERRIDES = ("l_perc", "l_reas", "tau_perc", "tau_reas", "g_perc", "g_reas")
 
 
 def check_options(o: CalibrateOptions):
@@ -89,7 +114,6 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     """
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
 
     import headbake
     from headbake.calibrate import data as data_mod
@@ -132,7 +156,7 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     stats = RunningStats((info.num_layers, info.num_heads))
     per_sample = []
     n = len(dataset.samples)
-    bar = tqdm(total=n, desc="calibrate", unit="sample", file=sys.stderr, disable=not o.progress, dynamic_ncols=True)
+    bar = progress_bar(n, "calibrate", unit="sample", enabled=o.progress)
     try:
         for start in range(0, n, o.batch_size):
             batch = dataset.samples[start:start + o.batch_size]

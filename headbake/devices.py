@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headbake.errors import HeadbakeError
+from headbake.errors import EnvironmentProblem, HeadbakeError
 
 
 def resolve_device(device: str | None) -> str:
@@ -16,5 +16,5 @@ def resolve_device(device: str | None) -> str:
     except (RuntimeError, TypeError):
         raise HeadbakeError(f"unknown --device {device!r} (try cpu, cuda, cuda:1 or auto)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise HeadbakeError(f"--device {device}: CUDA is not available on this machine")
+        raise EnvironmentProblem(f"--device {device}: CUDA is not available on this machine")
     return device

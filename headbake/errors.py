@@ -1,14 +1,34 @@
-"""One exception type for every mistake a user can make.
+"""The errors a user can meet, each with its exit code.
 
-The CLI turns it into a single ``Error: ...`` line and a non-zero exit, so
-anything raised as ``HeadbakeError`` must read well on its own.
+The CLI turns them into a single ``Error: ...`` line, so anything raised here
+must read well on its own. Exit codes (documented in README):
+
+    0   success
+    1   a check failed (verify found a difference)
+    2   usage error: bad flags, arguments or input files
+    3   environment: Hub, network, disk, memory or device problems
+    130 interrupted (Ctrl-C / SIGINT)
 """
+
+OK, CHECK_FAILED, USAGE, ENVIRONMENT, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class HeadbakeError(Exception):
-    """A problem with the user's input or environment (not a bug)."""
+    """A problem with the user's input (not a bug)."""
 
-    exit_code = 2
+    exit_code = USAGE
+
+
+class EnvironmentProblem(HeadbakeError):
+    """The input is fine but the machine or the network is not: Hub, network, disk, memory, device."""
+
+    exit_code = ENVIRONMENT
+
+
+class CheckFailed(HeadbakeError):
+    """A verification ran and found a difference."""
+
+    exit_code = CHECK_FAILED
 
 
 def first_line(exc: BaseException) -> str:

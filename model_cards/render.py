@@ -17,9 +17,9 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from headbake.record import public_source
 from headbake.resolve import looks_like_repo_id
 
-PAPER_TITLE = "Reallocating Attention Across Layers to Reduce Multimodal Hallucination"
 PAPER_ARXIV = "2510.10285"
 PAPER_URL = f"https://arxiv.org/abs/{PAPER_ARXIV}"
 BIBTEX = """@inproceedings{lu2026reallocating,
@@ -80,10 +80,6 @@ def _arch(model_type: str | None) -> dict:
         return architectures().get(model_type or "", {})
     except Exception:  # noqa: BLE001 - the card must render even if model knowledge is missing
         return {}
-
-
-def _heads_word(n: int) -> str:
-    return f"{n} head" if n == 1 else f"{n} heads"
 
 
 def _layer_span(layers: list[int]) -> str:
@@ -203,23 +199,18 @@ def _verification(ver) -> tuple[dict | None, dict | None, str]:
     return tview, mview, summary
 
 
-def _reproduce(prov: dict, command: str | None, source_id: str, out_name: str) -> str:
+def _reproduce(prov: dict, command: str | None, out_name: str) -> str:
+    """The command shown under "Reproduce": given, recorded, or rebuilt from the record (never local paths)."""
+    from headbake.record import reproduce_command
+
     if command:
         return command
-    if prov.get("command"):
-        return str(prov["command"])
+    if prov.get("reproduce"):
+        return str(prov["reproduce"])
     gdoc = prov.get("gains") or {}
     preset = gdoc.get("preset") if isinstance(gdoc.get("preset"), dict) else None
-    src = source_id or "BASE_MODEL"
-    rev = (prov.get("source") or {}).get("revision")
-    rev_flag = f" --revision {rev}" if rev and looks_like_repo_id(src) else ""
-    if preset:
-        return f"headbake convert {src}{rev_flag} --preset {preset.get('name', 'default')} --out {out_name}"
-    return (
-        "# the gains are stored in headbake.json under \"gains\"\n"
-        "python -c \"import json; json.dump(json.load(open('headbake.json'))['gains'], open('heads.json', 'w'))\"\n"
-        f"headbake bake {src} --gains heads.json --out {out_name}"
-    )
+    settings = {"preset": preset.get("name", "default")} if preset else {"gains_from_file": True}
+    return reproduce_command(prov.get("source") or {}, settings, out_name)
 
 
 def _base_short(source_id: str) -> str:
@@ -234,7 +225,7 @@ def card_data(prov: dict, license: str | None = None):
     """The YAML metadata as a ``ModelCardData``."""
     from huggingface_hub import ModelCardData
 
-    src = prov.get("source") or {}
+    src = public_source(prov.get("source"))
     source_id = src.get("id") or ""
     model = prov.get("model") or {}
     gdoc = prov.get("gains") or {}
@@ -268,7 +259,7 @@ def card_text(
     import jinja2
 
     prov = provenance or {}
-    src = prov.get("source") or {}
+    src = public_source(prov.get("source"))
     source_id = str(src.get("id") or "")
     revision = src.get("revision")
     is_hub = looks_like_repo_id(source_id)
@@ -297,7 +288,6 @@ def card_text(
         base_link = f"`{source_id or 'an unnamed local checkpoint'}`"
     base_bold = base_link if not is_hub else f"**{base_link}**"
 
-    last_layer = (num_layers or 1) - 1
     if n == 0:
         what = (
             f"This is {base_bold} passed through headbake with every gain equal to 1.0, so its weights are "
@@ -422,7 +412,7 @@ def card_text(
         warnings=warnings,
         verification=isinstance(ver, dict), tensor=tview, vmodel=mview,
         verify_source=source_id or "BASE_MODEL", out_name=out_name,
-        reproduce=_reproduce(prov, command, source_id, out_name),
+        reproduce=_reproduce(prov, command, out_name),
         versions=", ".join(versions), created=str(prov["created"])[:10] if prov.get("created") else None,
         bibtex=BIBTEX,
     )
@@ -467,6 +457,8 @@ def render_card(
     The heatmap is linked only if that file exists in ``out_dir``; ``repo_id``
     (when known) goes into the usage snippet, else the folder name does.
     """
+    if hasattr(provenance, "to_dict"):
+        provenance = provenance.to_dict()
     out = Path(out_dir)
     if not out.is_dir():
         from headbake.errors import HeadbakeError

@@ -95,10 +95,10 @@ def test_checksums_flag_hashes_every_shard(tiny_bf16, gains_bf16, tmp_path):
     import hashlib
 
     res = bake_checkpoint(tiny_bf16, gains_bf16, tmp_path / "o", checksums=True, progress=False)
-    patched = {e["file"] for e in res.record["edited"]}
+    patched = {e["file"] for e in res.record.edited}
     assert patched
     for name in open_checkpoint(tiny_bf16).shards:
-        f = res.record["files"][name]
+        f = res.record.files[name]
         assert f["source_sha256"] == hashlib.sha256((tiny_bf16 / name).read_bytes()).hexdigest()
         assert f["sha256"] == hashlib.sha256((tmp_path / "o" / name).read_bytes()).hexdigest()
         assert (f["sha256"] != f["source_sha256"]) == (name in patched)
@@ -387,7 +387,7 @@ def test_disk_full_simulated(src_copy, gains_bf16, tmp_path, monkeypatch):
     monkeypatch.setattr(bake_mod, "_pwrite_all", full)
     before = snapshot(src_copy)
     r = run("bake", src_copy, "--gains", gains_bf16, "--out", tmp_path / "o", "-q")
-    assert r.exit_code == 1 and "no space left on device" in r.output
+    assert r.exit_code == 3 and "no space left on device" in r.output
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.headbake-*"))
     assert snapshot(src_copy) == before
 
@@ -489,7 +489,7 @@ def test_failed_final_rename_restores_the_previous_output(tiny_bf16, gains_bf16,
 
     monkeypatch.setattr(od.os, "replace", flaky)
     r = run("bake", tiny_bf16, "--gains", gains_bf16, "--out", out, "--overwrite", "-q")
-    assert r.exit_code == 1 and "I/O error" in r.output
+    assert r.exit_code == 3 and "I/O error" in r.output  # an environment problem
     assert (out / "previous.txt").read_text() == "keep me"
     assert not list(tmp_path.glob(".o.headbake-*"))
 

@@ -68,7 +68,7 @@ def calibrated_record(layers=6, heads=4, model_type="qwen2_5_vl", verified=True)
                    "license": "apache-2.0"},
         "model": {"model_type": model_type, "num_layers": layers, "num_heads": heads, "head_dim": 16},
         "gains": gdoc, "edited": edited, "files": {}, "verification": verification,
-        "command": "headbake convert Ocean-R1 --preset default --out Ocean-R1-headbake",
+        "reproduce": "headbake convert Ocean-R1 --preset default -o Ocean-R1-headbake",
     }
 
 
@@ -80,7 +80,7 @@ def handwritten_record() -> dict:
         "source": {"id": "/data/models/my-vlm", "revision": None, "path": "/data/models/my-vlm"},
         "model": {"model_type": "qwen2_5_vl", "num_layers": 3, "num_heads": 4, "head_dim": 16},
         "gains": {"format": "headbake.gains/v1", "num_layers": 3, "num_heads": 4, "head_dim": 16, "gains": gains},
-        "edited": [], "files": {}, "verification": None, "command": None,
+        "edited": [], "files": {}, "verification": None, "reproduce": None,
     }
 
 
@@ -155,7 +155,7 @@ def test_body_has_every_section_a_reader_needs(tmp_path):
     vtable = next(t for t in tables(body) if t[0].startswith("| Metric |"))
     assert "0.0078" in vtable[2] and "0.031" in vtable[2] and "0.188" in vtable[2]
     # reproduce
-    assert "headbake convert Ocean-R1 --preset default --out Ocean-R1-headbake" in body
+    assert "headbake convert Ocean-R1 --preset default -o Ocean-R1-headbake" in body
     assert "headbake 0.1.0" in body and "transformers 5.24.0" in body
 
 
@@ -202,9 +202,10 @@ def test_handwritten_gains_and_no_verification_degrade_gracefully(tmp_path):
     body = ModelCard(text).text
     assert "2 of its 12 attention heads" in body and "hand-chosen gains (×1.1 to ×1.25)" in body
     assert "Preset" not in body and "Calibration data" not in body and "heatmap" not in body.lower()
-    assert "has not been verified" in body and f"headbake verify /data/models/my-vlm {tmp_path.name}" in body
+    assert "has not been verified" in body and f"headbake verify my-vlm {tmp_path.name}" in body
+    assert "/data/models" not in text  # a local source is named by its folder name only
     assert "| Layer | Heads rescaled | Gains |" in body and "| 1 | 1 | ×1.25 |" in body
-    assert "headbake bake /data/models/my-vlm --gains heads.json" in body
+    assert f"headbake convert my-vlm --gains headbake.json -o {tmp_path.name}" in body
     assert "{{" not in body and "None" not in body
 
 

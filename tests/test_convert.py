@@ -52,7 +52,7 @@ def test_convert_demo_end_to_end(converted, home):
     rec = json.loads((out / "headbake.json").read_text())
     assert rec["verification"]["passed"] and rec["verification"]["tensor"]["passed"]
     assert rec["gains"]["preset"]["name"] == "default"
-    assert rec["gains"]["samples"] == 8 and rec["command"].startswith("headbake convert demo")
+    assert rec["gains"]["samples"] == 8 and rec["reproduce"].splitlines()[1].startswith("headbake convert demo --preset default")
     # every weight file's sha256 was recorded by verify's streaming pass
     for name in [n for n in src_files if n.endswith(".safetensors")]:
         assert rec["files"][name]["source_sha256"] == hashlib.sha256((src / name).read_bytes()).hexdigest()
@@ -63,7 +63,10 @@ def test_convert_demo_end_to_end(converted, home):
     assert "headbake" in meta["tags"] and "2510.10285" in card and "from_pretrained" in card
     assert (out / "headbake_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f'model_id = "{out.name}"' in card  # the output's own name, not the work folder's
-    assert not list(out.parent.glob(".demo-headbake.headbake-*"))  # work dir cleaned
+    # the work folder keeps only convert's cache keys (never published), nothing large
+    work = out.parent / ".demo-headbake.headbake-work"
+    assert [p.name for p in work.iterdir()] == ["state.json"]
+    assert "state.json" not in {p.name for p in out.iterdir()}
 
 
 def test_rerun_reuses_every_stage(converted):
@@ -99,7 +102,7 @@ def test_verification_failure_stops_before_output_and_push(home, tmp_path, monke
     try:
         out = tmp_path / "o"
         r = run("convert", "demo", "--out", out, "--push-to-hub", "alice/x", "--endpoint", hub.url, *FAST)
-        assert r.exit_code == 2 and "verification failed" in r.output and "nothing was published" in r.output
+        assert r.exit_code == 1 and "verification failed" in r.output and "nothing was published" in r.output
         assert not out.exists()
         assert not [q for q in hub.requests if "/commit/" in q.path or "repos/create" in q.path]
         work = tmp_path / ".o.headbake-work"
@@ -244,7 +247,7 @@ def test_bad_options_and_occupied_output_fail_before_resolving(home, tmp_path, m
     (occupied / "mine.txt").write_text("x")
     for args, match in ((["--out", occupied], "pass --overwrite"),
                         (["--out", tmp_path / "o", "--device", "foo"], "unknown --device"),
-                        (["--out", tmp_path / "o", "--samples", "0"], "--samples must be at least 1")):
+                        (["--out", tmp_path / "o", "--samples", "0"], "0 is not in the range x>=1")):
         r = run("convert", "Ocean-R1", *args, "-q")
         assert r.exit_code == 2 and match in r.output, r.output
     assert (occupied / "mine.txt").read_text() == "x"

@@ -1,22 +1,18 @@
-"""CLI commands of the publishing half: ``models``, ``card`` and ``push``.
-
-Only click and the standard library are imported here; the Hub client and the
-card renderer load inside the commands so ``headbake --help`` stays instant.
-"""
+"""``models``, ``card`` and ``push``: name, describe and publish."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import click
 
+from headbake.cli.main import emit_json
+from headbake.cli.options import json_option
 from headbake.errors import HeadbakeError
 
 
 @click.command("models")
-@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@json_option
 def models_cmd(as_json: bool):
     """List the model aliases, their Hub repos and architectures.
 
@@ -27,7 +23,7 @@ def models_cmd(as_json: bool):
 
     rows = alias_table()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit_json(rows)
         return
     head = ["ALIAS", "REPO", "ARCHITECTURE", "CACHED", "NOTE"]
     table = [[r["alias"], r["repo"], f"{r['family']} ({r['model_type']})", "yes" if r["cached"] else "no", r["note"]]
@@ -35,15 +31,6 @@ def models_cmd(as_json: bool):
     widths = [max(len(str(x)) for x in col) for col in zip(head, *table)]
     for line in [head, *table]:
         click.echo("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
-
-
-def _read_record(folder: Path) -> dict:
-    from headbake.checkpoint import read_json
-
-    path = folder / "headbake.json"
-    if not path.is_file():
-        raise HeadbakeError(f"{folder} has no headbake.json; a card is rendered from a baked directory")
-    return read_json(path, "headbake.json")
 
 
 @click.command("card")
@@ -54,11 +41,13 @@ def _read_record(folder: Path) -> dict:
 def card_cmd(directory: Path, repo_id: str | None, reproduce: str | None, license_: str | None):
     """Render DIRECTORY/README.md (the model card) from DIRECTORY/headbake.json."""
     from headbake.model_cards.render import render_card
+    from headbake.record import RECORD, has_record, read_record
 
     if not directory.is_dir():
         raise HeadbakeError(f"directory not found: {directory}")
-    rec = _read_record(directory)
-    render_card(directory, rec, command=reproduce, repo_id=repo_id, license=license_)
+    if not has_record(directory):
+        raise HeadbakeError(f"{directory} has no {RECORD}; a card is rendered from a baked directory")
+    render_card(directory, read_record(directory), command=reproduce, repo_id=repo_id, license=license_)
     click.echo(f"Wrote {directory / 'README.md'}")
 
 

@@ -1,0 +1,375 @@
+"""``headbake convert``: resolve -> calibrate -> bake -> verify -> card -> (push), resumable.
+
+Intermediate results live in a hidden work folder beside OUT
+(``.OUT.headbake-work``) with a ``state.json`` of each stage's input key, so a
+re-run after a failure or Ctrl-C picks up at the first stage whose inputs
+changed. OUT appears (by rename) only once the checkpoint is baked, verified
+and carries its card; a verification failure stops before OUT and before any
+push. The keys never enter the published record; the work folder keeps them
+(and nothing else) after success, so a re-run with the same inputs reports
+"up to date".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from headbake.errors import CheckFailed, HeadbakeError
+from headbake.progress import bar as progress_bar
+
+STAGES = ("resolve", "calibrate", "bake", "verify", "card", "push")
+VERIFY_MODES = ("full", "tensors", "none")
+
+
+@dataclass
+class ConvertSettings:
+    """Everything convert was asked to do (``calibration`` holds ``CalibrateOptions`` fields)."""
+
+    model: str
+    out: Path
+    revision: str | None = None
+    calibration: dict = field(default_factory=dict)
+    gains_file: Path | None = None  # skip calibration and bake these gains
+    verify: str = "full"
+    verify_samples: int = 4
+    push_to_hub: str | None = None
+    private: bool = False
+    branch: str | None = None
+    create_pr: bool = False
+    endpoint: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def public(self) -> dict:
+        """The settings that shape the published bake (for the record and the reproduce command)."""
+        cal = self.calibration
+        out = {"verify": self.verify}
+        if self.gains_file:
+            out["gains_from_file"] = True
+            return out
+        out.update({k: cal.get(k) for k in ("preset", "query", "k", "samples", "dtype")})
+        out["overrides"] = {k: cal.get(k) for k in ("l_perc", "l_reas", "tau_perc", "tau_reas", "g_perc", "g_reas")
+                            if cal.get(k) is not None}
+        return out
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def work_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.headbake-work"
+
+
+def _source_identity(path: Path, revision: str | None) -> dict:
+    """What calibration and bake depend on: every non-weight file's sha256 (they are small: config, chat
+    template, tokenizer, processor), plus the weights' names, sizes and mtimes (the Hub commit, when known,
+    pins them too)."""
+    from headbake.checkpoint import open_checkpoint
+    from headbake.hashing import sha256_file
+
+    ckpt = open_checkpoint(path)
+    return {
+        "revision": revision,
+        "files": {rel: sha256_file(path / rel) for rel in ckpt.other_files()},
+        "weights": sorted((n, s.size, s.path.stat().st_mtime_ns) for n, s in ckpt.shards.items()),
+    }
+
+
+def _stamps(folder: Path) -> dict:
+    """Size and mtime of every file, to notice an output edited or damaged since convert wrote it."""
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+class Stages:
+    """One progress display over the stages, and the reuse-or-run rule with keys kept in the work folder."""
+
+    def __init__(self, names, progress: bool, state_path: Path | None = None):
+        self.names = list(names)
+        self.bar = progress_bar(len(self.names), "convert", unit="stage", enabled=progress,
+                                bar_format="{desc}: {n_fmt}/{total_fmt} stages |{bar}| {elapsed} {postfix}")
+        self.t0 = time.perf_counter()
+        self.times: dict[str, float] = {}
+        self.reused: list[str] = []
+        self.state_path = state_path
+        self.state = self._load()
+
+    def _load(self) -> dict:
+        if self.state_path is None or not self.state_path.is_file():
+            return {}
+        try:
+            doc = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def save(self) -> None:
+        from headbake.fsutil import write_json_atomic
+
+        if self.state_path is not None:
+            write_json_atomic(self.state_path, self.state)
+
+    def run(self, name: str, key: str | None, fn, *, valid=lambda: True, note: str = ""):
+        """Run stage ``name`` unless its last run had the same ``key`` and its output is still ``valid()``."""
+        t = time.perf_counter()
+        if key is not None and self.state.get(name) == key and valid():
+            self.bar.set_postfix_str(f"{name} (reused)")
+            self.reused.append(name)
+            result = None
+        else:
+            self.bar.set_postfix_str(f"{name}{' (' + note + ')' if note else ''}")
+            self.state.pop(name, None)
+            result = fn()
+            if key is not None:
+                self.state[name] = key
+                self.save()
+        self.times[name] = round(time.perf_counter() - t, 2)
+        self.bar.update()
+        return result
+
+    def close(self):
+        self.bar.close()
+
+
+def check(settings: ConvertSettings) -> None:
+    """Everything that can fail without the model, before a download or an hour of calibration."""
+    from headbake.bake.output_dir import check_target
+    from headbake.calibrate.run import CalibrateOptions, check_options
+    from headbake.record import has_record
+
+    if settings.verify not in VERIFY_MODES:
+        raise HeadbakeError(f"--verify must be one of {', '.join(VERIFY_MODES)}, got {settings.verify!r}")
+    check_options(CalibrateOptions(model=settings.model, **settings.calibration))
+    if settings.gains_file is not None:
+        from headbake.gains import load_gains
+
+        load_gains(settings.gains_file)
+    if not has_record(settings.out):
+        check_target(settings.out, settings.overwrite)  # an OUT holding a headbake record may still be reusable
+    if settings.push_to_hub:
+        from headbake.hub import check_push_target, resolve_token
+
+        check_push_target(settings.push_to_hub, settings.branch, settings.create_pr)
+        resolve_token(None)
+
+
+def convert(settings: ConvertSettings) -> dict:
+    """Run the whole pipeline; returns a summary dict (paths, figures, timings, push result, warnings)."""
+    from headbake.resolve import resolve_model
+
+    check(settings)
+    out, cal = Path(settings.out), dict(settings.calibration)
+    names = [s for s in STAGES if s != "push" or settings.push_to_hub]
+    work = work_dir(out)
+    stages = Stages(names, settings.progress, work / "state.json" if work.is_dir() else None)
+    result: dict = {"out": str(out), "warnings": []}
+    try:
+        resolved = stages.run("resolve", None, lambda: resolve_model(
+            settings.model, revision=settings.revision, endpoint=settings.endpoint, progress=settings.progress,
+            trust_remote_code=bool(cal.get("trust_remote_code")) or None))
+        src, source = resolved.path, resolved.source()
+        key_in = _digest({
+            # not the path or license: they vary by machine and by network state
+            "source": {"id": source["id"], "revision": source["revision"]},
+            "identity": _source_identity(src, resolved.revision),
+            "settings": {k: v for k, v in asdict(settings).items()
+                         if k not in ("out", "progress", "push_to_hub", "private", "branch", "create_pr",
+                                      "endpoint", "overwrite")},
+            "calibration": {k: v for k, v in cal.items() if k not in ("batch_size", "device", "device_map")},
+            "data": _data_fingerprint(src, cal) if settings.gains_file is None else _file_digest(settings.gains_file),
+        })
+        finished = stages.state.get("out") == key_in and out.is_dir() and stages.state.get("stamps") == _stamps(out)
+        if finished:
+            for s in ("calibrate", "bake", "verify", "card"):
+                stages.run(s, key_in, lambda: None)
+            result["reused"] = True
+        else:
+            from headbake.bake.output_dir import check_target
+
+            check_target(out, settings.overwrite, protected=[src])
+            work.mkdir(parents=True, exist_ok=True)
+            stages.state_path = work / "state.json"
+            stages.state.pop("out", None)
+            _build(settings, resolved, key_in, work, stages, result)
+            stages.state.update({"out": key_in, "stamps": _stamps(out)})
+            stages.save()
+            result["reused"] = False
+        from headbake.record import read_record
+
+        result["record"] = read_record(out)
+        if settings.push_to_hub:
+            from headbake.hub import publish
+
+            def push():
+                res, warnings, _ = publish(out, settings.push_to_hub, private=settings.private,
+                                           branch=settings.branch, create_pr=settings.create_pr,
+                                           endpoint=settings.endpoint)
+                result["warnings"] += warnings
+                return {"url": res.url, "commit": res.commit_oid, "pr_url": res.pr_url, "no_op": res.no_op}
+
+            result["push"] = stages.run("push", None, push, note=settings.push_to_hub)
+    finally:
+        stages.close()
+    result["timings"] = stages.times
+    result["reused_stages"] = stages.reused
+    result["seconds"] = round(time.perf_counter() - stages.t0, 2)
+    return result
+
+
+def _file_digest(path) -> str:
+    from headbake.hashing import sha256_file
+
+    return sha256_file(Path(path))
+
+
+def _data_fingerprint(src: Path, cal: dict) -> str:
+    """The calibration data's own fingerprint (image bytes + questions), so edited images count as new data."""
+    from headbake.calibrate.run import CalibrateOptions, load_data
+    from headbake.data.samples import fingerprint
+
+    keys = ("data", "dataset", "split", "image_column", "question_column", "samples")
+    return fingerprint(load_data(CalibrateOptions(model=str(src), **{k: cal[k] for k in keys if k in cal})).samples)
+
+
+def _build(settings: ConvertSettings, resolved, key_in: str, work: Path, stages: Stages, result: dict) -> None:
+    from headbake.bake.output_dir import atomic_directory
+    from headbake.bake.verify import run_verify
+    from headbake.bake.writer import bake_checkpoint
+    from headbake.calibrate.heatmap import plot_heatmap
+    from headbake.calibrate.run import CalibrateOptions, calibrate
+    from headbake.checkpoint import read_json
+    from headbake.fsutil import write_json_atomic
+    from headbake.gains import load_gains
+    from headbake.model_cards.render import render_card
+    from headbake.record import has_record, read_record, reproduce_command, write_record
+
+    src, source, cal = resolved.path, resolved.source(), settings.calibration
+    heads, baked, out = work / "heads.json", work / "baked", Path(settings.out)
+
+    def calibrate_stage():
+        if settings.gains_file is not None:
+            doc = load_gains(settings.gains_file)
+        else:
+            doc = calibrate(CalibrateOptions(model=str(src), source=source, progress=settings.progress, **cal))
+        write_json_atomic(heads, doc)
+
+    stages.run("calibrate", key_in, calibrate_stage, valid=heads.is_file,
+               note="from --gains" if settings.gains_file else "")
+    doc = read_json(heads, "heads.json")
+    result["warnings"] += [w for w in doc.get("warnings") or []]
+
+    def bake_stage():
+        shutil.rmtree(baked, ignore_errors=True)
+        bake_checkpoint(src, doc, baked, source=source, progress=settings.progress)
+
+    key_bake = _digest([key_in, doc["gains"]])
+    stages.run("bake", key_bake, bake_stage, valid=lambda: has_record(baked))
+
+    def verify_stage():
+        if settings.verify == "none":
+            return
+        report = run_verify(src, baked, samples=settings.verify_samples, device=cal.get("device") or "auto",
+                            device_map=cal.get("device_map"), trust_remote_code=bool(cal.get("trust_remote_code")),
+                            progress=settings.progress, record=True, tensors_only=settings.verify == "tensors")
+        if not report["passed"]:
+            raise CheckFailed(
+                f"verification failed ({'; '.join(s.strip() for s in report['summary'][:2])}); "
+                f"nothing was published, the baked copy is kept in {baked} for inspection"
+            )
+
+    stages.run("verify", _digest([key_bake, settings.verify, settings.verify_samples]), verify_stage,
+               valid=lambda: settings.verify == "none" or read_record(baked).verified)
+
+    def card_stage():
+        rec = read_record(baked)
+        rec.settings = settings.public()
+        rec.reproduce = reproduce_command(rec.source, rec.settings, out.name)
+        write_record(baked, rec)
+        if doc.get("visual_ratio"):
+            plot_heatmap(doc, baked / "headbake_heatmap.png")
+        render_card(baked, rec, license=resolved.license, repo_id=settings.push_to_hub, out_name=out.name)
+        with atomic_directory(out, overwrite=settings.overwrite) as tmp:
+            tmp.rmdir()
+            baked.rename(tmp)
+        for leftover in (heads,):
+            leftover.unlink(missing_ok=True)
+
+    stages.run("card", None, card_stage)
+
+
+def dry_run(settings: ConvertSettings) -> dict:
+    """What convert would do, without downloading, loading or writing anything."""
+    from headbake.checkpoint import open_checkpoint
+    from headbake.resolve import aliases, demo_dir, find_alias, resolve_model
+
+    check(settings)
+    out = Path(settings.out)
+    doc: dict = {"model": settings.model, "out": str(out), "verify": settings.verify,
+                 "push_to_hub": settings.push_to_hub}
+    lines = [f"model: {settings.model}"]
+    alias = find_alias(settings.model)
+    path = None
+    if alias and aliases()[alias].get("builtin"):
+        path = demo_dir() if (demo_dir() / "config.json").is_file() else None
+        doc["source"] = {"id": alias, "revision": None, "cached": path is not None}
+        lines.append(f"  built-in {alias!r}: " + ("already built" if path else "would be built locally (offline)"))
+    else:
+        try:
+            resolved = resolve_model(settings.model, revision=settings.revision, endpoint=settings.endpoint,
+                                     offline=True, progress=False, trust_remote_code=False)
+            path = resolved.path
+            doc["source"] = {"id": resolved.source_id, "revision": resolved.revision, "cached": True}
+            lines.append(f"  resolved: {resolved.source_id}@{resolved.revision or 'local'} (on disk, nothing to download)")
+        except HeadbakeError as e:
+            doc["source"] = {"id": settings.model, "revision": settings.revision, "cached": False}
+            size = _remote_size(settings.model, settings.revision, settings.endpoint)
+            doc["download_bytes"] = size
+            lines.append(f"  not on disk ({e}); would download "
+                         + (f"{size / 1e9:.2f} GB" if size else "its files (size unknown: the Hub is unreachable)"))
+    if path is not None:
+        ckpt = open_checkpoint(path)
+        weights = sum(s.size for s in ckpt.shards.values())
+        doc["weights_bytes"] = weights
+        lines.append(f"  weights: {weights / 1e9:.2f} GB in {len(ckpt.shards)} safetensors file(s)")
+        plan = _memory_plan(path, settings)
+        if plan is not None:
+            doc["memory"] = plan
+            lines += [f"  {ln}" for ln in plan.get("lines", [])]
+    state = Stages([], False, work_dir(out) / "state.json").state
+    cached = [s for s in ("calibrate", "bake", "verify") if s in state]
+    doc["stages_cached"] = cached
+    doc["stages"] = [s for s in STAGES if s != "push" or settings.push_to_hub]
+    if settings.gains_file:
+        lines.append(f"calibrate: skipped, gains from {settings.gains_file}")
+    lines.append("stages: " + ", ".join(f"{s}{' (cached)' if s in cached else ''}" for s in doc["stages"]))
+    if settings.verify != "full":
+        lines.append(f"verify: {settings.verify}")
+    lines.append(f"output: {out}" + (" (exists; reused if up to date)" if out.exists() else ""))
+    lines.append("nothing was done (--dry-run)")
+    doc["lines"] = lines
+    return doc
+
+
+def _remote_size(model: str, revision: str | None, endpoint: str | None) -> int | None:
+    """Bytes convert would download (safetensors + small files), from the Hub's file listing when reachable."""
+    from headbake.resolve import aliases, find_alias
+
+    alias = find_alias(model)
+    repo = aliases()[alias]["repo"] if alias else model
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi(endpoint=endpoint).model_info(repo, revision=revision, files_metadata=True, timeout=10)
+    except Exception:  # noqa: BLE001 - offline, unknown repo: the dry run still reports the rest
+        return None
+    return sum((s.size or 0) for s in info.siblings or [] if not s.rfilename.endswith((".bin", ".pt", ".pth")))
+
+
+def _memory_plan(path: Path, settings: ConvertSettings) -> dict | None:
+    """Filled in by the memory planner (headbake.memory) when it is available."""
+    return None
