@@ -32,7 +32,7 @@ def bake(src, gains_file, out, overwrite, force, checksums, quiet):
     from headbake.bake.bake import bake_checkpoint
     from headbake.bake.output_dir import check_target
     from headbake.gains import load_gains
-    from headbake.resolve import resolve_model
+    from headbake.hub import resolve_model
 
     load_gains(gains_file)  # a bad gains file or --out fails before any download
     check_target(out, overwrite)
@@ -69,7 +69,7 @@ def verify(src, baked, gains_file, tensors_only, samples, new_tokens, device, de
     Exit 0 when both levels pass, 1 when either fails.
     """
     from headbake.bake.verify import run_verify
-    from headbake.resolve import resolve_model
+    from headbake.hub import resolve_model
 
     if report:
         from headbake.fsutil import ensure_writable

@@ -73,7 +73,7 @@ def calibrate_cmd(model, out, png, quiet, **kw):
     (`headbake models`) or a Hub id.
     """
     from headbake.calibrate.run import CalibrateOptions, calibrate
-    from headbake.resolve import resolve_model
+    from headbake.hub import resolve_model
 
     from headbake.fsutil import ensure_writable
 

@@ -134,7 +134,7 @@ def convert(
     stages = _Stages(names, progress)
     try:
         stages.start("resolve")
-        from headbake.resolve import resolve_model
+        from headbake.hub import resolve_model
 
         trust_remote_code = bool(cal.get("trust_remote_code"))
         resolved = resolve_model(model, revision=revision, endpoint=endpoint, progress=progress,

@@ -17,7 +17,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from headbake.resolve import looks_like_repo_id
+from headbake.hub.ids import looks_like_repo_id
 
 PAPER_TITLE = "Reallocating Attention Across Layers to Reduce Multimodal Hallucination"
 PAPER_ARXIV = "2510.10285"

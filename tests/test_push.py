@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
 
-import headbake.hub as hubmod
+import headbake.hub.push as hubmod
 from headbake.cli import main
 from headbake.errors import HeadbakeError
 from headbake.hub import check_publishable, folder_files, push_folder, scrub, xet_allowed
@@ -42,6 +42,7 @@ def env(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest imported huggingface_hub offline
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     monkeypatch.delenv("HF_HUB_DISABLE_XET", raising=False)
@@ -381,22 +382,32 @@ def test_token_never_appears_in_output_or_files(baked, hub, env):
     assert scrub(f"x {TOKEN} y hf_abcdefghijklmnop", TOKEN) == "x *** y hf_***"
 
 
-def test_xet_is_kept_off_for_other_endpoints_and_restored(baked, hub, env):
-    from huggingface_hub import constants
+def test_xet_and_timeouts_are_scoped_to_the_push(baked, hub, env):
+    from huggingface_hub import constants, get_session
 
     seen = []
     real = hubmod._push_once
 
     def spy(*a, **kw):
-        seen.append((constants.HF_HUB_DISABLE_XET, constants.HF_HUB_OFFLINE))
+        seen.append((constants.HF_HUB_DISABLE_XET, get_session().timeout.read))
         return real(*a, **kw)
 
     env.setattr(hubmod, "_push_once", spy)
     push_folder(baked, "alice/m", endpoint=hub.url)
-    assert seen == [(True, False)]
-    assert constants.HF_HUB_DISABLE_XET is False and constants.HF_HUB_OFFLINE is True  # conftest's frozen value back
+    assert seen == [(True, 30.0)]  # xet off for a non-Hub endpoint, bounded timeouts while pushing
+    assert constants.HF_HUB_DISABLE_XET is False and get_session().timeout.read is None  # both restored
     assert xet_allowed("https://huggingface.co") and xet_allowed("https://hub-ci.huggingface.co")
     assert not xet_allowed(hub.url) and not xet_allowed("https://huggingface.co.evil.example")
+
+
+def test_offline_at_import_is_honoured(baked, hub, env):
+    """huggingface_hub refuses every request when imported with HF_HUB_OFFLINE set; push says so up front."""
+    from huggingface_hub import constants
+
+    env.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HeadbakeError, match="HF_HUB_OFFLINE is set"):
+        push_folder(baked, "alice/m", endpoint=hub.url)
+    assert hub.requests == []
 
 
 def test_cli_in_a_subprocess_reads_endpoint_and_token_from_the_environment(baked, hub, tmp_path):
