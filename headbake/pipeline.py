@@ -160,7 +160,7 @@ def check(settings: ConvertSettings) -> None:
 
 def convert(settings: ConvertSettings) -> dict:
     """Run the whole pipeline; returns a summary dict (paths, figures, timings, push result, warnings)."""
-    from headbake.resolve import resolve_model
+    from headbake.hub import resolve_model
 
     check(settings)
     out, cal = Path(settings.out), dict(settings.calibration)
@@ -305,7 +305,7 @@ def _build(settings: ConvertSettings, resolved, key_in: str, work: Path, stages:
 def dry_run(settings: ConvertSettings) -> dict:
     """What convert would do, without downloading, loading or writing anything."""
     from headbake.checkpoint import open_checkpoint
-    from headbake.resolve import aliases, demo_dir, find_alias, resolve_model
+    from headbake.hub import aliases, demo_dir, find_alias, resolve_model
 
     check(settings)
     out = Path(settings.out)
@@ -357,7 +357,7 @@ def dry_run(settings: ConvertSettings) -> dict:
 
 def _remote_size(model: str, revision: str | None, endpoint: str | None) -> int | None:
     """Bytes convert would download (safetensors + small files), from the Hub's file listing when reachable."""
-    from headbake.resolve import aliases, find_alias
+    from headbake.hub import aliases, find_alias
 
     alias = find_alias(model)
     repo = aliases()[alias]["repo"] if alias else model

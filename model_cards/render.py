@@ -17,8 +17,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from headbake.hub.ids import looks_like_repo_id
 from headbake.record import public_source
-from headbake.resolve import looks_like_repo_id
 
 PAPER_ARXIV = "2510.10285"
 PAPER_URL = f"https://arxiv.org/abs/{PAPER_ARXIV}"

@@ -44,7 +44,7 @@ def converted(home, tmp_path_factory):
 def test_convert_demo_end_to_end(converted, home):
     out, output = converted
     assert "converted:" in output and "verify:" in output
-    from headbake.resolve import demo_dir
+    from headbake.hub import demo_dir
 
     src = demo_dir()
     src_files = {p.name for p in src.iterdir()}
@@ -84,6 +84,8 @@ def test_changed_inputs_need_overwrite(converted):
 
 
 def test_verification_failure_stops_before_output_and_push(home, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
     import headbake.bake.verify as verify_mod
 
     real = verify_mod.run_verify
@@ -97,6 +99,7 @@ def test_verification_failure_stops_before_output_and_push(home, tmp_path, monke
     monkeypatch.setattr(verify_mod, "run_verify", failing)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as if huggingface_hub had been imported online
     hub = FakeHub(tokens={TOKEN: "alice"})
     hub.start()
     try:
@@ -115,6 +118,7 @@ def test_convert_pushes_one_commit_to_the_hub(converted, home, tmp_path, monkeyp
     from huggingface_hub import constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as if huggingface_hub had been imported online
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
     out, _ = converted
@@ -189,9 +193,10 @@ def test_push_without_token_fails_before_any_work(home, tmp_path, monkeypatch):
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as if huggingface_hub had been imported online
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
     r = run("convert", "demo", "--out", tmp_path / "o", "--push-to-hub", "alice/x", "-q")
-    assert r.exit_code == 2 and "token" in r.output.lower()
+    assert r.exit_code == 3 and "token" in r.output.lower()
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.headbake-work").exists()
 
 
@@ -202,7 +207,7 @@ def test_push_target_is_checked_before_any_work(home, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "invalid repo id" in r.output
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     r = run("convert", "demo", "--out", tmp_path / "o", "--push-to-hub", "alice/x", "-q")
-    assert r.exit_code == 2 and "HF_HUB_OFFLINE" in r.output
+    assert r.exit_code == 3 and "HF_HUB_OFFLINE" in r.output
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.headbake-work").exists()
 
 
@@ -222,7 +227,7 @@ def test_damaged_output_is_not_reused(converted, tmp_path):
 def test_changed_source_files_are_not_reused(home, tmp_path):
     import shutil
 
-    from headbake.resolve import ensure_demo
+    from headbake.hub import ensure_demo
 
     src = tmp_path / "src"
     shutil.copytree(ensure_demo(progress=False), src)
@@ -236,7 +241,7 @@ def test_changed_source_files_are_not_reused(home, tmp_path):
 
 
 def test_bad_options_and_occupied_output_fail_before_resolving(home, tmp_path, monkeypatch):
-    import headbake.resolve as resolve_mod
+    import headbake.hub as resolve_mod
 
     def no_resolve(*a, **k):
         raise AssertionError("resolve_model must not run")

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
 
-import headbake.hub as hubmod
+import headbake.hub.push as hubmod
 from headbake.cli import main
 from headbake.errors import HeadbakeError
 from headbake.hub import check_publishable, folder_files, push_folder, scrub, xet_allowed
@@ -42,6 +42,7 @@ def env(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest imported huggingface_hub offline
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     monkeypatch.delenv("HF_HUB_DISABLE_XET", raising=False)
@@ -156,7 +157,7 @@ def test_private_repo(baked, hub, env):
     # an existing public repo is refused, not silently filled with files meant to be private
     hub.add_repo("alice/public-vl", "alice", private=False)
     res = push_cli(baked, "alice/public-vl", "--private", "--endpoint", hub.url)
-    assert res.exit_code == 2 and "already exists and is public" in res.output
+    assert res.exit_code == 3 and "already exists and is public" in res.output
     assert len(hub.commits("alice/public-vl")) == 1
 
 
@@ -206,7 +207,7 @@ def test_multipart_lfs_upload(baked, hub, env):
 def test_missing_token_fails_before_any_network_call(baked, hub, env):
     env.delenv("HF_TOKEN")
     res = push_cli(baked, "alice/m", "--endpoint", hub.url)
-    assert res.exit_code == 2
+    assert res.exit_code == 3
     assert res.output.strip() == (
         "Error: no Hugging Face token: set HF_TOKEN or log in with `hf auth login` (the token needs write access)"
     )
@@ -221,14 +222,14 @@ def test_auth_errors_on_create(baked, hub, env, status, expected):
     hub.fail("POST", r"^/api/repos/create$", status, times=5, message="nope")
     hub.fail("GET", r"^/api/models/", 404, times=5, message="Repository not found", error_code="RepoNotFound")
     res = push_cli(baked, "alice/m", "--endpoint", hub.url)
-    assert res.exit_code == 2 and expected in res.output and res.output.count("\n") == 1
+    assert res.exit_code == 3 and expected in res.output and res.output.count("\n") == 1
     assert TOKEN not in res.output and "alice/m" not in hub.repos
 
 
 def test_wrong_token_and_foreign_namespace(baked, hub, env):
     env.setenv("HF_TOKEN", "hf_NotAValidToken000000000000")
     res = push_cli(baked, "alice/m", "--endpoint", hub.url)
-    assert res.exit_code == 2 and "401" in res.output and "hf_NotAValidToken" not in res.output
+    assert res.exit_code == 3 and "401" in res.output and "hf_NotAValidToken" not in res.output
     env.setenv("HF_TOKEN", TOKEN)
     res = push_cli(baked, "carol/m", "--endpoint", hub.url)
     assert res.exit_code == 2 and "may not create repos under 'carol'" in res.output
@@ -237,7 +238,7 @@ def test_wrong_token_and_foreign_namespace(baked, hub, env):
 def test_repo_name_taken(baked, hub, env):
     hub.add_repo("bob/taken", "bob", private=False, files={"README.md": b"# bob's\n"})
     res = push_cli(baked, "bob/taken", "--endpoint", hub.url)
-    assert res.exit_code == 2 and "the repo name bob/taken is taken" in res.output
+    assert res.exit_code == 3 and "the repo name bob/taken is taken" in res.output
     assert [c.summary for c in hub.commits("bob/taken")] == ["seed", "initial commit"]
     # 409 with a repo the token cannot see: also "taken"
     hub.add_repo("alice/ghost", "carol", private=True)
@@ -248,14 +249,14 @@ def test_repo_name_taken(baked, hub, env):
 def test_write_forbidden_at_commit_time(baked, hub, env):
     hub.fail("POST", r"/commit/main$", 403, message="This repository is read-only")
     res = push_cli(baked, "alice/ro", "--endpoint", hub.url)
-    assert res.exit_code == 2 and "may not write to alice/ro (403 Forbidden: This repository is read-only)" in res.output
+    assert res.exit_code == 3 and "may not write to alice/ro (403 Forbidden: This repository is read-only)" in res.output
     assert len(hub.commits("alice/ro")) == 1
 
 
 def test_conflict_while_committing(baked, hub, env):
     hub.fail("POST", r"/commit/main$", 409, message="A commit has happened since")
     res = push_cli(baked, "alice/c", "--endpoint", hub.url)
-    assert res.exit_code == 2 and "changed while pushing (409" in res.output
+    assert res.exit_code == 3 and "changed while pushing (409" in res.output
 
 
 def test_server_down_is_a_network_error_and_the_folder_stays(baked, env):
@@ -265,7 +266,7 @@ def test_server_down_is_a_network_error_and_the_folder_stays(baked, env):
     dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     s.close()
     res = push_cli(baked, "alice/m", "--endpoint", dead)
-    assert res.exit_code == 2
+    assert res.exit_code == 3
     assert f"cannot reach {dead} (ConnectError, 3 attempts)" in res.output and "local folder is intact" in res.output
     assert {p: sha256((baked / p).read_bytes()) for p in folder_files(baked)} == before
 
@@ -381,22 +382,32 @@ def test_token_never_appears_in_output_or_files(baked, hub, env):
     assert scrub(f"x {TOKEN} y hf_abcdefghijklmnop", TOKEN) == "x *** y hf_***"
 
 
-def test_xet_is_kept_off_for_other_endpoints_and_restored(baked, hub, env):
-    from huggingface_hub import constants
+def test_xet_and_timeouts_are_scoped_to_the_push(baked, hub, env):
+    from huggingface_hub import constants, get_session
 
     seen = []
     real = hubmod._push_once
 
     def spy(*a, **kw):
-        seen.append((constants.HF_HUB_DISABLE_XET, constants.HF_HUB_OFFLINE))
+        seen.append((constants.HF_HUB_DISABLE_XET, get_session().timeout.read))
         return real(*a, **kw)
 
     env.setattr(hubmod, "_push_once", spy)
     push_folder(baked, "alice/m", endpoint=hub.url)
-    assert seen == [(True, False)]
-    assert constants.HF_HUB_DISABLE_XET is False and constants.HF_HUB_OFFLINE is True  # conftest's frozen value back
+    assert seen == [(True, 30.0)]  # xet off for a non-Hub endpoint, bounded timeouts while pushing
+    assert constants.HF_HUB_DISABLE_XET is False and get_session().timeout.read is None  # both restored
     assert xet_allowed("https://huggingface.co") and xet_allowed("https://hub-ci.huggingface.co")
     assert not xet_allowed(hub.url) and not xet_allowed("https://huggingface.co.evil.example")
+
+
+def test_offline_at_import_is_honoured(baked, hub, env):
+    """huggingface_hub refuses every request when imported with HF_HUB_OFFLINE set; push says so up front."""
+    from huggingface_hub import constants
+
+    env.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HeadbakeError, match="HF_HUB_OFFLINE is set"):
+        push_folder(baked, "alice/m", endpoint=hub.url)
+    assert hub.requests == []
 
 
 def test_cli_in_a_subprocess_reads_endpoint_and_token_from_the_environment(baked, hub, tmp_path):
@@ -411,4 +422,4 @@ def test_cli_in_a_subprocess_reads_endpoint_and_token_from_the_environment(baked
     assert sha256(hub.file_bytes("alice/sub", "headbake.json")) == sha256((baked / "headbake.json").read_bytes())
     env["HF_TOKEN"] = ""
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("Error: no Hugging Face token")
+    assert proc.returncode == 3 and proc.stderr.strip().startswith("Error: no Hugging Face token")

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from headbake.errors import HeadbakeError
-from headbake.resolve import (
+from headbake.hub import (
     aliases, cached_snapshot, find_alias, nearest_alias, resolve_model,
 )
 
@@ -45,8 +45,12 @@ def fake_cache(cache: Path, repo_id: str, src: Path, sha: str = SHA, ref: str | 
 
 @pytest.fixture
 def online(monkeypatch):
-    """huggingface_hub froze HF_HUB_OFFLINE=1 (conftest) at import; these tests talk to a local fake Hub."""
+    """huggingface_hub froze HF_HUB_OFFLINE=1 (conftest) at import; these tests talk to a local fake Hub,
+    as a process started online would."""
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
 
 

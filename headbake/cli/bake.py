@@ -34,7 +34,7 @@ def bake(src, gains_file, out, revision, overwrite, force, checksums, quiet):
     from headbake.bake.writer import bake_checkpoint
     from headbake.bake.output_dir import check_target
     from headbake.gains import load_gains
-    from headbake.resolve import resolve_model
+    from headbake.hub import resolve_model
 
     load_gains(gains_file)  # a bad gains file or --out fails before any download
     check_target(out, overwrite)
@@ -73,7 +73,7 @@ def verify(src, baked, revision, gains_file, tensors_only, samples, new_tokens, 
     """
     from headbake.bake.verify import run_verify
     from headbake.fsutil import ensure_writable, write_json_atomic
-    from headbake.resolve import resolve_model
+    from headbake.hub import resolve_model
 
     if report:
         ensure_writable(report, "--report")

@@ -25,7 +25,7 @@ def calibrate_cmd(model, out, revision, png, quiet, as_json, **kw):
     """
     from headbake.calibrate.run import CalibrateOptions, calibrate, check_options
     from headbake.fsutil import ensure_writable
-    from headbake.resolve import resolve_model
+    from headbake.hub import resolve_model
 
     ensure_writable(out, "--out")
     if png:

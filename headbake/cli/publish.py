@@ -19,7 +19,7 @@ def models_cmd(as_json: bool):
     Any Hub id (namespace/name) or local checkpoint directory works as MODEL
     too; aliases are matched case-insensitively.
     """
-    from headbake.resolve import alias_table
+    from headbake.hub import alias_table
 
     rows = alias_table()
     if as_json:
