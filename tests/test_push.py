@@ -232,7 +232,7 @@ def test_wrong_token_and_foreign_namespace(baked, hub, env):
     assert res.exit_code == 3 and "401" in res.output and "hf_NotAValidToken" not in res.output
     env.setenv("HF_TOKEN", TOKEN)
     res = push_cli(baked, "carol/m", "--endpoint", hub.url)
-    assert res.exit_code == 2 and "may not create repos under 'carol'" in res.output
+    assert res.exit_code == 3 and "may not create repos under 'carol'" in res.output
 
 
 def test_repo_name_taken(baked, hub, env):
@@ -243,7 +243,7 @@ def test_repo_name_taken(baked, hub, env):
     # 409 with a repo the token cannot see: also "taken"
     hub.add_repo("alice/ghost", "carol", private=True)
     res = push_cli(baked, "alice/ghost", "--endpoint", hub.url)
-    assert res.exit_code == 2 and "is taken" in res.output
+    assert res.exit_code == 3 and "is taken" in res.output
 
 
 def test_write_forbidden_at_commit_time(baked, hub, env):
