@@ -130,6 +130,8 @@ def test_relative_tolerance_is_a_parameter():
 
 def test_normalize_text():
     assert normalize_text("  The  Eiffel-Tower! ") == "eiffel tower"
+    assert normalize_text("3,000 and 2.50") == "3000 and 2.50"
+    assert normalize_text("[1,2,3]") == normalize_text("[1, 2, 3]") == "1 2 3"
 
 
 def test_score_row_uses_row_fields(tmp_path):

@@ -122,7 +122,8 @@ def clean_span(span: str) -> str:
 def normalize_text(s: str) -> str:
     """Lower case, NFKC, punctuation and English articles dropped, whitespace collapsed (SQuAD-style)."""
     s = unicodedata.normalize("NFKC", s).lower()
-    s = re.sub(r"(?<=\d)([.,])(?=\d)", lambda m: "\0" if m.group(1) == "." else "", s)  # keep 2.5, join 3,000
+    s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)  # 3,000 -> 3000 (but 1,2,3 stays a list)
+    s = re.sub(r"(?<=\d)\.(?=\d)", "\0", s)  # keep the point of 2.5 through the punctuation pass
     s = "".join(" " if ch in string.punctuation else ch for ch in s).replace("\0", ".")
     s = re.sub(r"\b(a|an|the)\b", " ", s)
     return " ".join(s.split())
