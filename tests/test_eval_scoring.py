@@ -31,6 +31,7 @@ TABLE = [
     ("B.", "B", "multiple_choice", MC4, None, "B", True),
     ("B", "B", "multiple_choice", MC4, None, "B", True),
     ("Option B", "B", "multiple_choice", MC4, None, "B", True),
+    ("Looking at option A and option C, neither fits; it must be option B.", "B", "multiple_choice", MC4, None, None, False),
     ("The correct option is (C) 6/11.", "B", "multiple_choice", MC4, None, "C", False),
     ("The answer is B because the blue region covers 8 of the 11 cells.", "B", "multiple_choice", MC4, None, "B", True),
     ("A cat is sitting next to the tallest bar.", "A", "multiple_choice", MC4, None, None, False),
@@ -51,6 +52,7 @@ TABLE = [
     # numbers and LaTeX through math-verify
     ("So the total population is 3,000 people, and the answer is 3,000", "3000", "number", None, None, "3,000", True),
     ("The answer is 3,000.", "3000", "number", None, None, "3,000", True),
+    ("The answer is $12$.", "12", "number", None, None, "12", True),
     ("About 30% of the pie is blue.", "30", "number", None, None, "30%", True),
     ("The answer is 30%", "0.3", "number", None, None, "30%", True),
     ("Therefore the ratio is $\\boxed{\\frac{1}{2}}$.", "0.5", "number", None, None, "\\frac{1}{2}", True),

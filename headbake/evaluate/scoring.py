@@ -109,7 +109,7 @@ def clean_span(span: str) -> str:
     if inner is not None:
         s = inner
     s = re.sub(r"</?answer>", "", s, flags=re.I)
-    s = s.replace("**", "").replace("__", "").strip("`").strip()
+    s = s.replace("**", "").replace("__", "").strip("`").strip().rstrip(".。").strip()
     for _ in range(2):
         if len(s) >= 2 and s[0] == s[-1] and s[0] in "$\"'":
             s = s[1:-1].strip()
@@ -138,9 +138,9 @@ def _letter(span: str, n: int, explicit: bool) -> str | None:
     m = re.fullmatch(r"[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:]?", s)
     if m and m.group(1).upper() in valid:
         return m.group(1).upper()
-    m = re.search(r"\b(?:option|choice)\s*[(\[]?\s*([A-Za-z])\b", s, re.I)
-    if m and m.group(1).upper() in valid:
-        return m.group(1).upper()
+    named = {x.upper() for x in re.findall(r"\b(?:option|choice)\s*[(\[]?\s*([A-Za-z])\b", s, re.I)} & set(valid)
+    if len(named) == 1:  # "Option B"; "option A and option C" names two and decides nothing
+        return named.pop()
     m = re.match(r"[(\[]\s*([A-Za-z])\s*[)\]]|([A-Z])[.:)](?=\s|$)", s)
     if m:
         got = (m.group(1) or m.group(2)).upper()
