@@ -82,8 +82,12 @@ def _source_identity(path: Path, revision: str | None) -> dict:
 
 
 def _stamps(folder: Path) -> dict:
-    """Size and mtime of every file, to notice an output edited or damaged since convert wrote it."""
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir()) if p.is_file()}
+    """Size and mtime of every checkpoint file, to notice an output edited or damaged since convert wrote it
+    (headbake's own files are left out: `card` and `push` may re-render the card for a repo id)."""
+    from headbake.record import ADDED_FILES
+
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir())
+            if p.is_file() and p.name not in ADDED_FILES}
 
 
 class Stages:

@@ -393,7 +393,10 @@ def test_disk_full_simulated(src_copy, gains_bf16, tmp_path, monkeypatch):
 
 
 SLOW_BAKE = """
-import sys, time, pathlib
+import signal, sys, time, pathlib
+# A child inherits ignored signals (a suite started as a background job ignores SIGINT): restore Python's own.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 marker, src, gains, out = sys.argv[1:5]
 import headbake.bake.writer as b
 orig = b.clone_file

@@ -74,13 +74,13 @@ def test_calibrate_writes_a_gains_file_bake_accepts(calibrated, tiny_fp32, tmp_p
     assert calibrated.with_name("cal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [f for f in os.listdir(calibrated.parent) if f.startswith(".")]  # no temp files left
 
-    # The bake half consumes it.
-    if "bake" in main.commands:
-        if not any(g != 1.0 for row in doc["gains"] for g in row):
-            pytest.fail("demo preset selected no head on the tiny model; the bake check would be vacuous")
-        res = _run("bake", tiny_fp32, "--gains", calibrated, "--out", tmp_path / "baked", "-q")
-        assert res.exit_code == 0, res.output
-        assert (tmp_path / "baked" / "headbake.json").is_file()
+    # The bake half consumes it, and edits exactly the selected heads.
+    assert any(g != 1.0 for row in doc["gains"] for g in row), "demo preset selected no head on the tiny model"
+    res = _run("bake", tiny_fp32, "--gains", calibrated, "--out", tmp_path / "baked", "-q")
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "baked" / "headbake.json").read_text())
+    baked_heads = {(e["layer"], int(h)) for e in rec["edited"] for h in e["heads"]}
+    assert baked_heads == {(l, h) for l, row in enumerate(doc["gains"]) for h, g in enumerate(row) if g != 1.0}
 
 
 def test_heads_table_and_heatmap(calibrated, tmp_path):

@@ -16,8 +16,15 @@ def test_embedded_default_set():
     d = data.embedded()
     assert len(d.samples) == data.EMBEDDED_DEFAULT_SAMPLES >= 32
     assert {s.kind for s in d.samples} == {"counting", "chart", "geometry", "layout"}
-    assert data.fingerprint(d.samples) == samples_fingerprint(d.samples)  # same hash as the shared helper
-    assert data.fingerprint(data.embedded(8).samples) == data.fingerprint(d.samples[:8])
+    # deterministic from its seed, and sensitive to every image and question
+    assert samples_fingerprint(data.embedded().samples) == samples_fingerprint(d.samples)
+    assert samples_fingerprint(data.embedded(8).samples) == samples_fingerprint(d.samples[:8])
+    first = d.samples[0]
+    pixel = first.image.copy()
+    pixel.putpixel((0, 0), tuple(255 - c for c in pixel.getpixel((0, 0))))
+    changed_image = [type(first)(**{**first.__dict__, "image": pixel})] + d.samples[1:]
+    changed_question = [type(first)(**{**first.__dict__, "question": first.question + "?"})] + d.samples[1:]
+    assert len({samples_fingerprint(x) for x in (d.samples, changed_image, changed_question)}) == 3
 
 
 @pytest.fixture

@@ -256,3 +256,63 @@ def test_bad_options_and_occupied_output_fail_before_resolving(home, tmp_path, m
         r = run("convert", "Ocean-R1", *args, "-q")
         assert r.exit_code == 2 and match in r.output, r.output
     assert (occupied / "mine.txt").read_text() == "x"
+
+
+def test_published_files_name_no_local_path(converted, home):
+    out, _ = converted
+    from headbake.record import local_paths
+
+    for name in ("README.md", "headbake.json"):
+        text = (out / name).read_text()
+        assert str(out.parent) not in text and str(home) not in text and str(Path.home()) not in text
+        assert not local_paths(text), (name, local_paths(text))
+    rec = json.loads((out / "headbake.json").read_text())
+    assert rec["source"]["id"] == "demo" and "path" not in rec["source"]
+    assert rec["settings"]["preset"] == "default" and rec["settings"]["samples"] == 8
+    assert "convert_key" not in rec and "convert_stamps" not in rec and "bake_key" not in rec
+
+
+def test_card_command_rerenders_the_same_card(converted, tmp_path):
+    import shutil
+
+    out, _ = converted
+    copy = tmp_path / "demo-headbake"
+    shutil.copytree(out, copy)
+    from headbake.model_cards.render import card_repo_marker
+
+    repo = card_repo_marker((out / "README.md").read_text())  # another test may have pushed it
+    (copy / "README.md").unlink()
+    r = run("card", copy, *(["--repo-id", repo] if repo else []))
+    assert r.exit_code == 0, r.output
+    assert (copy / "README.md").read_text() == (out / "README.md").read_text()
+    (copy / "headbake.json").unlink()
+    r = CliRunner().invoke(main, ["card", str(copy)])
+    assert r.exit_code == 2 and "has no headbake.json" in r.output
+
+
+def test_dry_run_and_json(converted, home):
+    out, _ = converted
+    r = run("convert", "demo", "--preset", "default", "--out", out, *FAST, "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)
+    assert plan["stages_cached"] == ["calibrate", "bake", "verify"] and plan["source"]["id"] == "demo"
+    assert plan["weights_bytes"] > 0
+    r = run("convert", "demo", "--preset", "default", "--out", out, *FAST, "--json")
+    doc = json.loads(r.stdout)
+    assert doc["reused"] is True and doc["record"]["verification"]["passed"]
+
+
+def test_gains_file_and_verify_modes(converted, tmp_path, home):
+    out, _ = converted
+    r = run("convert", "demo", "--gains", out / "headbake.json", "--verify", "tensors", "-o", tmp_path / "t", "-q")
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "t" / "headbake.json").read_text())
+    assert rec["verification"]["passed"] and rec["verification"]["model"] is None
+    assert rec["gains"]["gains"] == json.loads((out / "headbake.json").read_text())["gains"]["gains"]
+    assert "headbake convert demo --gains headbake.json --verify tensors -o t" in rec["reproduce"]
+    assert "tensor level only" in (tmp_path / "t" / "README.md").read_text()
+    r = run("convert", "demo", "--gains", out / "headbake.json", "--verify", "none", "-o", tmp_path / "n", "-q")
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "n" / "headbake.json").read_text())
+    assert rec["verification"] is None
+    assert "not been verified" in (tmp_path / "n" / "README.md").read_text()

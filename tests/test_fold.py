@@ -11,6 +11,7 @@ from headbake.runtime import apply_gains
 def test_fold_scales_only_the_heads_columns(dtype):
     torch.manual_seed(0)
     w = torch.randn(12, 4 * 8).to(dtype)
+    before = w.view(torch.uint8).clone() if dtype != torch.float32 else w.view(torch.int32).clone()
     gains = [1.0, 1.3, 1.0, 1.16]
     out = fold_columns(w, gains, 8)
     assert out.dtype == dtype
@@ -18,7 +19,8 @@ def test_fold_scales_only_the_heads_columns(dtype):
     want = (w[:, 8:16].float() * 1.3).to(dtype)
     assert torch.equal(out[:, 8:16], want)
     assert not torch.equal(out[:, 24:32], w[:, 24:32])
-    assert torch.equal(w, w.clone())  # input untouched
+    after = w.view(torch.uint8) if dtype != torch.float32 else w.view(torch.int32)
+    assert torch.equal(after, before)  # the input's bytes are untouched (the fold returns a new tensor)
 
 
 def test_fold_bytes_matches_tensor_fold():
@@ -26,7 +28,10 @@ def test_fold_bytes_matches_tensor_fold():
     raw = w.view(torch.uint8).numpy().tobytes()
     got = fold_bytes(raw, "BF16", (6, 16), [1.5, 1.0], 8)
     assert len(got) == len(raw)
-    assert got[:0] == b""
+    rows_in, rows_out = raw, bytes(got)
+    for r in range(6):  # head 1 (gain 1.0) keeps its bytes, head 0 does not
+        assert rows_out[r * 32 + 16:(r + 1) * 32] == rows_in[r * 32 + 16:(r + 1) * 32]
+    assert any(rows_out[r * 32:r * 32 + 16] != rows_in[r * 32:r * 32 + 16] for r in range(6))
     back = torch.frombuffer(bytearray(got), dtype=torch.bfloat16).reshape(6, 16)
     assert torch.equal(back, fold_columns(w, [1.5, 1.0], 8))
 

@@ -410,16 +410,29 @@ def test_offline_at_import_is_honoured(baked, hub, env):
     assert hub.requests == []
 
 
+NO_TORCH_MAIN = """
+import sys
+from headbake.cli.main import main
+sys.argv[0] = "headbake"
+try:
+    main()
+finally:
+    print(f"torch imported: {'torch' in sys.modules}", file=sys.stderr)
+"""
+
+
 def test_cli_in_a_subprocess_reads_endpoint_and_token_from_the_environment(baked, hub, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env.update(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="0",
                HF_HUB_DISABLE_TELEMETRY="1")
-    cmd = [sys.executable, "-m", "headbake.cli", "push", str(baked), "alice/sub", "--private"]
+    cmd = [sys.executable, "-c", NO_TORCH_MAIN, "push", str(baked), "alice/sub", "--private"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
+    assert "torch imported: False" in proc.stderr  # a push never loads torch
     assert "Pushed" in proc.stdout and TOKEN not in proc.stdout + proc.stderr
     assert hub.repos["alice/sub"].private is True
     assert sha256(hub.file_bytes("alice/sub", "headbake.json")) == sha256((baked / "headbake.json").read_bytes())
     env["HF_TOKEN"] = ""
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 3 and proc.stderr.strip().startswith("Error: no Hugging Face token")
+    assert proc.stderr.count("Error:") == 1
