@@ -42,6 +42,8 @@ class CalibrateOptions:
     seed: int = 0
     method: str = "auto"  # probe path: auto | registry | hooks
     source: dict | None = None  # {"id", "revision"}; default: the local directory, no revision
+    alias: str | None = None  # the alias the model was named by (else found from source["id"])
+    prompt_template: str | None = None  # file with a {question} slot (else the alias's own prompt)
     progress: bool = True
 
 
@@ -69,7 +71,18 @@ def check_options(o: CalibrateOptions):
         out = Path(o.out)
         if out.is_dir():
             raise HeadbakeError(f"--out is a directory: {out}")
+    if o.prompt_template is not None:
+        from headbake.prompts import load_prompt_template
+
+        load_prompt_template(o.prompt_template)
     return query_spec(o.query, o.k)
+
+
+def prompt_template(o: CalibrateOptions, alias: str | None):
+    """The prompt calibration uses: ``--prompt-template`` if given, else the alias's own (else the bare question)."""
+    from headbake.prompts import load_prompt_template, prompt_for
+
+    return load_prompt_template(o.prompt_template) if o.prompt_template else prompt_for(alias)
 
 
 def load_data(o: CalibrateOptions):
@@ -141,11 +154,13 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
 
     import headbake
     from headbake.calibrate import data as data_mod
-    from headbake.calibrate.presets import resolve
+    from headbake.calibrate.agreement import per_input_agreement
+    from headbake.calibrate.presets import identify_model, resolve
     from headbake.calibrate.probe import probe_batch
     from headbake.calibrate.queries import generated_inputs, prompt_positions
     from headbake.calibrate.selection import select_heads, validate_params
     from headbake.calibrate.stats import RunningStats, bootstrap_jaccard
+    from headbake.calibrate.token_stats import image_token_warning, summarize, token_counts
     from headbake.calibrate.visual_tokens import probe_path, visual_mask, visual_token_ids
     from headbake.checkpoint import open_checkpoint
     from headbake.gains import gains_document, write_json_atomic
@@ -163,8 +178,12 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
             f"{info.arch.get('family', info.model_type)} needs the checkpoint's own Python code: "
             "pass --trust-remote-code if you trust it"
         )
-    params, preset_block = resolve(o.preset, o.overrides)
-    warnings = list(validate_params(params, info.num_layers))
+    source = o.source or {"id": str(model_dir.resolve()), "revision": None}
+    alias = identify_model(source.get("id"), o.alias)
+    params, preset_block = resolve(o.preset, o.overrides, model_id=source.get("id"), alias=alias)
+    warnings = [preset_block["notice"]] if preset_block.get("notice") else []
+    warnings += validate_params(params, info.num_layers)
+    template = prompt_template(o, alias)
     ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids or visual_token_ids(info.config)
     if not ids:
         raise HeadbakeError(f"config.json names no image token id for {info.model_type}; pass --visual-token-id")
@@ -178,14 +197,14 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
         model, processor = load_model(model_dir, info, o, method)
     device = _input_device(model)
     stats = RunningStats((info.num_layers, info.num_heads))
-    per_sample = []
+    per_sample, image_tokens, prompt_tokens = [], [], []
     n = len(dataset.samples)
     bar = tqdm(total=n, desc="calibrate", unit="sample", file=sys.stderr, disable=not o.progress, dynamic_ncols=True)
     try:
         for start in range(0, n, o.batch_size):
             batch = dataset.samples[start:start + o.batch_size]
             try:
-                inputs = build_inputs(processor, batch, device=device)
+                inputs = build_inputs(processor, batch, device=device, template=template)
             except (ValueError, TypeError) as e:
                 msg = first_line(e)
                 where = f"{dataset.origins[start]} (batch of {len(batch)})"
@@ -197,6 +216,9 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
                         f"{dataset.origins[start + i]} has no image tokens (ids {list(ids)}) after the processor; "
                         "does the model's chat template place images?"
                     )
+            imgs, lengths = token_counts(inputs, vis)
+            image_tokens += imgs
+            prompt_tokens += lengths
             if spec.mode == "generated_k":
                 inputs, positions, weights = generated_inputs(model, inputs, spec.k, ids)
                 vis = visual_mask(inputs["input_ids"], ids)
@@ -229,7 +251,12 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
             f"unstable selection: mean bootstrap Jaccard {stability['bootstrap_jaccard_mean']:.2f}; "
             "use more samples or thresholds further from the S_v values"
         )
-    source = o.source or {"id": str(model_dir.resolve()), "revision": None}
+    tokens = {"image_tokens": summarize(image_tokens), "prompt_tokens": summarize(prompt_tokens),
+              "note": "per sample, as the model's processor expanded the prompt (prompt tokens exclude padding)"}
+    tok_warning = image_token_warning(tokens["image_tokens"]["mean"], is_demo=alias == "demo")
+    if tok_warning:
+        warnings.append(tok_warning)
+    agreement = per_input_agreement(all_values, params, selection.perceptual, selection.reasoning)
     doc = gains_document(
         selection.gains,
         info,
@@ -242,6 +269,9 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
         counts=selection.counts,
         preset=preset_block,
         query=spec.as_dict(),
+        prompt=template.as_dict(),
+        tokens=tokens,
+        agreement=agreement,
         data={"name": dataset.name, "fingerprint": data_mod.fingerprint(dataset.samples), "samples": n},
         stability=stability,
         probe={

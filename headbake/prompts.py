@@ -53,9 +53,6 @@ class PromptTemplate:
                 "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
-BARE = PromptTemplate()
-
-
 def _check_user(user, where: str) -> None:
     if not isinstance(user, str) or not user.strip():
         raise HeadbakeError(f"{where}: the prompt template is empty; it needs a {SLOT} slot")
@@ -65,6 +62,9 @@ def _check_user(user, where: str) -> None:
             f"{where}: the prompt template must contain {SLOT} exactly once (found {n}); "
             "it is where each calibration question goes"
         )
+
+
+BARE = PromptTemplate()
 
 
 def load_prompt_template(path) -> PromptTemplate:

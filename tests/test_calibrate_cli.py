@@ -108,7 +108,7 @@ def test_presets_command():
     assert res.exit_code == 0
     for name in ("default", "ocean-r1", "r1-onevision", "kimi-vl"):
         assert name in res.output
-    assert "starting point" in res.output and "published in the paper" in res.output
+    assert "not checked against the PDF" in res.output and "transfer poorly" in res.output
 
 
 @pytest.fixture(scope="module")

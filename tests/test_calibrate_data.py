@@ -15,7 +15,8 @@ from headbake.samples import synthetic_samples
 def test_embedded_default_set():
     d = data.embedded()
     assert len(d.samples) == data.EMBEDDED_DEFAULT_SAMPLES >= 32
-    assert {s.kind for s in d.samples} == {"counting", "chart", "geometry", "layout"}
+    assert {s.kind for s in d.samples} == {"bar_chart", "line_chart", "pie_chart", "function_plot", "geometry",
+                                          "table", "text", "counting", "photo"}
     assert data.fingerprint(d.samples) == samples_fingerprint(d.samples)  # same hash as the shared helper
     assert data.fingerprint(data.embedded(8).samples) == data.fingerprint(d.samples[:8])
 
