@@ -85,11 +85,12 @@ PRESETS = {
             SOURCES[PAPER_SUPPLEMENT] + "; the paper tuned Kimi-VL-A3B-Thinking, Kimi-VL-2506 uses the same values",
         ),
         Preset(
-            "demo", {"l_perc": 1, "l_reas": 2, "tau_perc": 0.175, "tau_reas": 0.115, "g_perc": 1.16, "g_reas": 1.30},
+            "demo", {"l_perc": 1, "l_reas": 3, "tau_perc": 0.10, "tau_reas": 0.08, "g_perc": 1.16, "g_reas": 1.30},
             {**_all(HEADBAKE), "g_perc": PAPER_MAIN, "g_reas": PAPER_MAIN},
             "headbake's tiny random Qwen2.5-VL (8 layers x 4 heads for the demo alias)",
-            "for the offline demo and tests only: random weights, so layers and thresholds sit inside its S_v "
-            "range; the gains are Ocean-R1's from the paper",
+            "for the offline demo and tests only: random weights, so the thresholds sit inside its S_v range "
+            "(on the embedded set it selects 4 of 32 heads); the layer bounds mirror the paper's shallow/deep split "
+            "and the gains are Ocean-R1's from the paper",
         ),
     )
 }
