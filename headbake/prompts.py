@@ -113,7 +113,7 @@ def prompt_for(alias: str | None) -> PromptTemplate:
     spec = (aliases().get(alias) or {}).get("prompt")
     if not spec:
         return BARE
-    return PromptTemplate(spec["user"], spec.get("system"), f"{alias}: {spec.get('source', 'aliases.json')}")
+    return PromptTemplate(spec["user"], spec.get("system"), spec.get("source") or f"{alias}'s prompt in aliases.json")
 
 
 def chat_text(processor, question: str, num_images: int = 1, template: PromptTemplate | None = None) -> str:
