@@ -77,3 +77,20 @@ def test_aliases_name_existing_presets_and_presets_command_says_where_values_com
     assert "0.22*" in text and "0.3+" in text and "0.27+" in text and "1.4+" in text
     assert "not checked against the PDF" in text and "transfer poorly" in text
     assert "Kimi-VL, Kimi-VL-2506 -> kimi-vl" in text and "demo -> demo" in text
+
+
+def test_readme_demo_selects_in_the_papers_band_without_a_warning(tmp_path):
+    """`headbake convert demo --preset default` with the embedded set: 3-18% of heads, no warning."""
+    from headbake.calibrate.run import CalibrateOptions, calibrate
+    from headbake.calibrate.selection import PAPER_DEGRADED_SHARE
+    from headbake.demo import build_tiny_qwen25vl
+    from headbake.resolve import DEMO_LAYERS
+
+    path = build_tiny_qwen25vl(tmp_path / "demo", num_layers=DEMO_LAYERS)  # what ensure_demo builds
+    doc = calibrate(CalibrateOptions(model=str(path), preset="default", progress=False,
+                                     source={"id": "demo", "revision": None}))
+    assert doc["preset"]["name"] == "demo" and doc["samples"] == 64
+    assert 0.03 <= doc["counts"]["share"] < PAPER_DEGRADED_SHARE, doc["counts"]
+    assert doc["warnings"] == []
+    assert doc["prompt"]["user"] == "{question}" and doc["tokens"]["image_tokens"]["n"] == 64
+    assert doc["agreement"]["static_selected"] == doc["counts"]["perceptual"] + doc["counts"]["reasoning"]
