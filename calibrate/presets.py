@@ -206,8 +206,10 @@ def describe() -> str:
     mapping = "; ".join(f"{', '.join(v)} -> {k}" for k, v in by_preset.items())
     lines += [
         "",
-        f"--preset default picks the model's own preset: {mapping}. Any other model gets ocean-r1's values",
-        "with a notice: the paper found that settings transfer poorly between architectures.",
+        "--preset default picks the model's own preset:",
+        f"  {mapping}.",
+        "Any other model gets ocean-r1's values with a notice: the paper found that settings transfer poorly",
+        "between architectures.",
         "",
         "Layers are 0-based decoder layers of the language model in checkpoint order (l_perc=7: layers 0..7).",
         "Perceptual: l <= l_perc and S_v >= tau_perc (gain g_perc); reasoning: l >= l_reas and S_v <= tau_reas",

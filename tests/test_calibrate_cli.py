@@ -191,6 +191,11 @@ def test_split_runs_merge_to_the_whole(tiny_fp32, loaded, tmp_path):
     other = dict(docs["b"], query={"mode": "last_k", "k": 2})
     with pytest.raises(HeadbakeError, match="query"):
         merge_documents([docs["a"], other])
+    assert merged["tokens"]["image_tokens"] == whole["tokens"]["image_tokens"]
+    assert merged["tokens"]["prompt_tokens"]["mean"] == pytest.approx(whole["tokens"]["prompt_tokens"]["mean"])
+    other = dict(docs["b"], prompt=dict(docs["b"]["prompt"], sha256="0" * 64))
+    with pytest.raises(HeadbakeError, match="another prompt"):
+        merge_documents([docs["a"], other])
     # the same through the CLI
     for name in ("a", "b"):
         write_json_atomic(tmp_path / f"{name}.json", docs[name])
