@@ -246,8 +246,9 @@ def draw_function_plot(rng, size):
     f, label, wrong = _function(rng)
     xr = 5
     ys = [f(-xr + i * 2 * xr / 200) for i in range(201)]
-    ymax = max(4, math.ceil(max(abs(min(ys)), abs(max(ys)))))
-    ymax = min(ymax, 20)
+    ymax = min(max(4, math.ceil(max(abs(min(ys)), abs(max(ys))))), 20)
+    gstep = max(1, int(_nice_step(ymax)))  # 1, 2 or 5 units between grid lines
+    ymax = math.ceil(ymax / gstep) * gstep
     small = _font(_fs(size, 0.025))
     m = 0.08
 
@@ -256,7 +257,6 @@ def draw_function_plot(rng, size):
 
     for gx in range(-xr, xr + 1):
         d.line([px(gx, -ymax), px(gx, ymax)], fill=(230, 230, 230))
-    gstep = max(1, ymax // 5)
     for gy in range(-ymax, ymax + 1, gstep):
         d.line([px(-xr, gy), px(xr, gy)], fill=(230, 230, 230))
     d.line([px(-xr, 0), px(xr, 0)], fill=INK, width=2)
@@ -336,7 +336,7 @@ def draw_geometry(rng, size):
             lambda: multiple_choice(rng, "What is the measure of angle C?", f"{z}°",
                                     [f"{z + 10}°", f"{z - 10}°", f"{180 - x}°"]),
             lambda: number("What is the measure of angle C in degrees?"),
-            lambda: yes_no(f"Is angle A larger than angle B?"),
+            lambda: yes_no("Is angle A larger than angle B?"),
         ])()
     elif kind == "circle":
         r = rng.randint(3, 12)
