@@ -23,7 +23,7 @@ EMBEDDED_SEED = 0
 @dataclass
 class CalibrationData:
     name: str
-    samples: list  # of headbake.samples.Sample; .image is a PIL image or a list of them
+    samples: list  # of headbake.data.samples.Sample; .image is a PIL image or a list of them
     origins: list  # per sample, where it came from (for error messages)
     note: str | None = None  # e.g. fewer samples than asked for
 

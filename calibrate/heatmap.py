@@ -35,12 +35,19 @@ def format_table(doc: dict) -> str:
             edited = [f"{h}({g:g})" for h, g in enumerate(row) if g != 1.0]
             lines.append(f"{l:>5} {len(edited):>10}  {' '.join(edited)}")
         return "\n".join(lines)
+    agreement = doc.get("agreement") if isinstance(doc.get("agreement"), dict) else {}
+    qualify = _matrix(agreement, "qualify_fraction")
     lines.append(f"{'layer':>5} {'perc':>5} {'reas':>5} {'S_v min':>8} {'mean':>7} {'max':>7}  "
-                 "selected heads (P=perceptual, R=reasoning)")
+                 "selected heads (P=perceptual, R=reasoning"
+                 + ("; % = share of inputs on which the head qualifies per input)" if qualify else ")"))
+
+    def mark(cls, l, h):
+        return f"{cls}{h}" + (f"({100 * qualify[l][h]:.0f}%)" if qualify else "")
+
     for l, row in enumerate(sv):
         p = [h for h in range(len(row)) if (l, h) in perc]
         r = [h for h in range(len(row)) if (l, h) in reas]
-        marks = " ".join([f"P{h}" for h in p] + [f"R{h}" for h in r])
+        marks = " ".join([mark("P", l, h) for h in p] + [mark("R", l, h) for h in r])
         lines.append(
             f"{l:>5} {len(p):>5} {len(r):>5} {min(row):>8.4f} {sum(row) / len(row):>7.4f} {max(row):>7.4f}  {marks}"
         )
@@ -55,8 +62,16 @@ def format_table(doc: dict) -> str:
         lines.append(
             "preset {name}: l_perc={l_perc} l_reas={l_reas} tau_perc={tau_perc} tau_reas={tau_reas} "
             "g_perc={g_perc} g_reas={g_reas}{paper}".format(
-                **{**preset, "paper": " (from the paper)" if preset.get("from_paper") else ""})
+                **{**preset, "paper": _preset_origin(preset)})
         )
+    if agreement.get("summary"):
+        lines.append(f"per input: {agreement['summary']}")
+    tokens = doc.get("tokens") if isinstance(doc.get("tokens"), dict) else {}
+    img, prm = tokens.get("image_tokens") or {}, tokens.get("prompt_tokens") or {}
+    if img.get("mean") is not None:
+        lines.append(f"tokens per sample: image {img['mean']:.0f} mean ({img['min']}-{img['max']})"
+                     + (f", whole prompt {prm['mean']:.0f} mean ({prm['min']}-{prm['max']})"
+                        if prm.get("mean") is not None else ""))
     stab = doc.get("stability") or {}
     if stab.get("bootstrap_jaccard_mean") is not None:
         lines.append(
@@ -65,6 +80,17 @@ def format_table(doc: dict) -> str:
             f" of {doc.get('samples', '?')} samples"
         )
     return "\n".join(lines)
+
+
+def _preset_origin(preset: dict) -> str:
+    if preset.get("from_paper"):
+        return " (the paper's published setting)"
+    sources = set((preset.get("sources") or {}).values())
+    if sources == {"paper-supplement"}:
+        return " (the paper's supplementary material as transcribed by a public reproduction; not checked against the PDF)"
+    if "override" in sources:
+        return " (with overrides)"
+    return ""
 
 
 def plot_heatmap(doc: dict, path) -> Path:

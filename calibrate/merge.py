@@ -16,6 +16,19 @@ from headbake.errors import HeadbakeError
 IDENTITY = ("format", "model_type", "num_layers", "num_heads", "head_dim")
 
 
+def _merged_tokens(docs) -> dict | None:
+    """Token statistics of the union of the parts (sample-weighted mean, overall min and max)."""
+    out = {}
+    for key in ("image_tokens", "prompt_tokens"):
+        parts = [(d.get("tokens") or {}).get(key) or {} for d in docs]
+        if not all(p.get("n") for p in parts):
+            return None
+        n = sum(p["n"] for p in parts)
+        out[key] = {"mean": sum(p["mean"] * p["n"] for p in parts) / n, "min": min(p["min"] for p in parts),
+                    "max": max(p["max"] for p in parts), "n": n}
+    return out
+
+
 def merge_documents(docs, preset: str | None = None, overrides: dict | None = None) -> dict:
     """One gains document from several calibrate outputs of the same model and query mode.
 
@@ -37,6 +50,10 @@ def merge_documents(docs, preset: str | None = None, overrides: dict | None = No
                 raise HeadbakeError(f"document {i} has {key}={d.get(key)!r}, document 0 has {first.get(key)!r}")
         if d.get("query") != first.get("query"):
             raise HeadbakeError(f"document {i} used query {d.get('query')}, document 0 used {first.get('query')}")
+        pa, pb = (d.get("prompt") or {}).get("sha256"), (first.get("prompt") or {}).get("sha256")
+        if pa != pb:
+            raise HeadbakeError(f"document {i} was calibrated with another prompt than document 0 "
+                                "(S_v depends on the words around the image)")
         a, b = d.get("source") or {}, first.get("source") or {}
         if (a.get("revision") or b.get("revision")) and (a.get("id"), a.get("revision")) != (b.get("id"), b.get("revision")):
             # Hub sources name their commit; local paths differ between workers, so those are
@@ -51,7 +68,8 @@ def merge_documents(docs, preset: str | None = None, overrides: dict | None = No
         block = dict(first["preset"])
         params = Params(**{k: block[k] for k in ("l_perc", "l_reas", "tau_perc", "tau_reas", "g_perc", "g_reas")})
     else:
-        params, block = resolve(preset or first["preset"]["name"], overrides)
+        params, block = resolve(preset or first["preset"]["name"], overrides,
+                                model_id=(first.get("source") or {}).get("id"))
     selection = select_heads(stats.mean, params)
     fp = hashlib.sha256("".join(d["data"]["fingerprint"] for d in docs).encode()).hexdigest()
     return {
@@ -75,5 +93,8 @@ def merge_documents(docs, preset: str | None = None, overrides: dict | None = No
         "stability": {"bootstrap_jaccard_mean": None, "bootstrap_rounds": 0,
                       "note": "not recomputed for merged runs (per-sample values are not stored)"},
         "probe": first.get("probe"),
-        "warnings": list(selection.warnings),
+        "prompt": first.get("prompt"),
+        "tokens": _merged_tokens(docs),
+        "agreement": {"note": "not recomputed for merged runs (per-sample values are not stored)"},
+        "warnings": ([block["notice"]] if block.get("notice") else []) + list(selection.warnings),
     }

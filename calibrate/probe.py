@@ -110,7 +110,9 @@ def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     state = _ACTIVE.get()
     layer_idx = getattr(module, "layer_idx", None)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    if state is None or layer_idx is None or not causal:
+    # Skip the vision tower (no layer index, non-causal) and passes the state does not measure
+    # (the per-input mode's decode steps).
+    if state is None or layer_idx is None or not causal or not getattr(state, "measuring", True):
         return out
     import torch
 

@@ -1,7 +1,8 @@
 """Which query positions ``i*`` the probe reads.
 
-* ``last`` (default, the paper's ``i*``): the last prompt token, i.e. the
-  position whose output is the first answer token.
+* ``last`` (default): the last prompt token, i.e. the position whose output
+  is the first answer token. This is a choice, not the paper's ``i*``: the
+  paper defines S_v at one query position ``i*`` but does not say which.
 * ``last_k``: the mean over the last k prompt tokens (the generation prompt
   ``<|im_start|>assistant\\n`` and what precedes it).
 * ``generated_k``: greedy-generate k tokens, then probe one forward pass over

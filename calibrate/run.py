@@ -60,6 +60,9 @@ class CalibrateOptions:
     trust_remote_code: bool = _opt(False, "Allow the checkpoint's own Python code (Kimi-VL needs it).", is_flag=True)
     method: str = "auto"  # probe path: auto | registry | hooks
     source: dict | None = None  # {"id", "revision"}; default: the local directory, no revision
+    prompt_template: str | None = _opt(None, "User message with one {question} slot (.txt), or JSON "
+                                       '{"user", "system"}; default: the model\'s own prompt.', path=True)
+    alias: str | None = None  # the alias the model was named by (else found from source["id"])
     progress: bool = True
 
     @property
@@ -94,7 +97,18 @@ def check_options(o: CalibrateOptions):
         out = Path(o.out)
         if out.is_dir():
             raise HeadbakeError(f"--out is a directory: {out}")
+    if o.prompt_template is not None:
+        from headbake.data.prompts import load_prompt_template
+
+        load_prompt_template(o.prompt_template)
     return query_spec(o.query, o.k)
+
+
+def prompt_template(o: CalibrateOptions, alias: str | None):
+    """The prompt calibration uses: ``--prompt-template`` if given, else the alias's own (else the bare question)."""
+    from headbake.data.prompts import load_prompt_template, prompt_for
+
+    return load_prompt_template(o.prompt_template) if o.prompt_template else prompt_for(alias)
 
 
 def load_data(o: CalibrateOptions):
@@ -117,11 +131,13 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
 
     import headbake
     from headbake.calibrate import data as data_mod
-    from headbake.calibrate.presets import resolve
+    from headbake.calibrate.agreement import per_input_agreement
+    from headbake.calibrate.presets import identify_model, resolve
     from headbake.calibrate.probe import probe_batch
     from headbake.calibrate.queries import generated_inputs, prompt_positions
     from headbake.calibrate.selection import select_heads, validate_params
     from headbake.calibrate.stats import RunningStats, bootstrap_jaccard
+    from headbake.calibrate.token_stats import image_token_warning, summarize, token_counts
     from headbake.checkpoint import open_checkpoint
     from headbake.gains import gains_document, write_json_atomic
     from headbake.model.info import load_model_info, probe_path, visual_mask
@@ -135,8 +151,12 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     method = probe_path(info.model_type) if o.method == "auto" else o.method
     if model is None:
         check_remote_code(info, o.trust_remote_code)
-    params, preset_block = resolve(o.preset, o.overrides)
-    warnings = list(validate_params(params, info.num_layers))
+    source = o.source or {"id": str(model_dir.resolve()), "revision": None}
+    alias = identify_model(source.get("id"), o.alias)
+    params, preset_block = resolve(o.preset, o.overrides, model_id=source.get("id"), alias=alias)
+    warnings = [preset_block["notice"]] if preset_block.get("notice") else []
+    warnings += validate_params(params, info.num_layers)
+    template = prompt_template(o, alias)
     ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids
     if not ids:
         raise HeadbakeError(f"config.json names no image token id for {info.model_type}; pass --visual-token-id")
@@ -154,14 +174,14 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
         processor = load_processor(model_dir, trust_remote_code=o.trust_remote_code)
     device = input_device(model)
     stats = RunningStats((info.num_layers, info.num_heads))
-    per_sample = []
+    per_sample, image_tokens, prompt_tokens = [], [], []
     n = len(dataset.samples)
     bar = progress_bar(n, "calibrate", unit="sample", enabled=o.progress)
     try:
         for start in range(0, n, o.batch_size):
             batch = dataset.samples[start:start + o.batch_size]
             try:
-                inputs = build_inputs(processor, batch, device=device)
+                inputs = build_inputs(processor, batch, device=device, template=template)
             except (ValueError, TypeError) as e:
                 msg = first_line(e)
                 where = f"{dataset.origins[start]} (batch of {len(batch)})"
@@ -173,6 +193,9 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
                         f"{dataset.origins[start + i]} has no image tokens (ids {list(ids)}) after the processor; "
                         "does the model's chat template place images?"
                     )
+            imgs, lengths = token_counts(inputs, vis)
+            image_tokens += imgs
+            prompt_tokens += lengths
             if spec.mode == "generated_k":
                 inputs, positions, weights = generated_inputs(model, inputs, spec.k, ids)
                 vis = visual_mask(inputs["input_ids"], ids)
@@ -205,7 +228,12 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
             f"unstable selection: mean bootstrap Jaccard {stability['bootstrap_jaccard_mean']:.2f}; "
             "use more samples or thresholds further from the S_v values"
         )
-    source = o.source or {"id": str(model_dir.resolve()), "revision": None}
+    tokens = {"image_tokens": summarize(image_tokens), "prompt_tokens": summarize(prompt_tokens),
+              "note": "per sample, as the model's processor expanded the prompt (prompt tokens exclude padding)"}
+    tok_warning = image_token_warning(tokens["image_tokens"]["mean"], is_demo=alias == "demo")
+    if tok_warning:
+        warnings.append(tok_warning)
+    agreement = per_input_agreement(all_values, params, selection.perceptual, selection.reasoning)
     doc = gains_document(
         selection.gains,
         info,
@@ -218,6 +246,9 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
         counts=selection.counts,
         preset=preset_block,
         query=spec.as_dict(),
+        prompt=template.as_dict(),
+        tokens=tokens,
+        agreement=agreement,
         data={"name": dataset.name, "fingerprint": data_mod.fingerprint(dataset.samples), "samples": n},
         stability=stability,
         probe={

@@ -323,10 +323,11 @@ def card_text(
         )
         rescaled_summary = f"{n} of {total} ({share}), hand-written gains {span}"
     why = (
-        f"[Lu et al. (CVPR 2026)]({PAPER_URL}) trace multimodal hallucination to shallow layers under-using the image "
-        "and deep layers drifting from their own reasoning, and show that amplifying the heads already specialised "
-        "for perception and for reasoning reduces it without any training (+4.2 points on average across five "
-        "benchmarks and three models)."
+        f"[Lu et al. (CVPR 2026)]({PAPER_URL}) trace multimodal hallucination to two failure modes: *perceptual "
+        "bias* in shallow layers, where visual attention scatters and dilutes the evidence, and *reasoning drift* "
+        "in deep layers, where the reasoning chain departs from the premises of its own intermediate steps. They "
+        "show that amplifying the heads already specialised for perception and for reasoning reduces both without "
+        "any training (+4.2 points on average across five benchmarks and three models)."
     )
 
     edited = prov.get("edited") if isinstance(prov.get("edited"), list) else []
@@ -347,10 +348,15 @@ def card_text(
         from_paper = preset.get("values_from_paper")
         overrides = preset.get("overrides") or []
         overridden = set(overrides) if isinstance(overrides, list) else set(overrides or {})
+        sources = preset.get("sources") if isinstance(preset.get("sources"), dict) else {}
 
         def origin(key: str) -> str:
+            if key == "query":
+                return "headbake's choice (the paper does not say which position i* it used)"
             if key in overridden:
                 return "set for this run"
+            if key in sources:
+                return _SOURCE_WORDS.get(sources[key], str(sources[key]))
             if isinstance(from_paper, list):
                 return "paper" if key in from_paper else "headbake default"
             return "paper" if preset.get("from_paper") else "preset"
@@ -364,7 +370,8 @@ def card_text(
             preset_rows.append({"name": "query", "value": _query_text(q),
                                 "meaning": "position(s) i* whose attention defines S_v", "origin": origin("query")})
         known = {k for k, _ in _HYPERPARAMETERS} | {"name", "from_paper", "values_from_paper", "overrides",
-                                                    "description"}
+                                                    "description", "requested", "sources", "source_notes",
+                                                    "notice"}
         for key, value in preset.items():
             if key not in known and not isinstance(value, (list, dict)):
                 preset_rows.append({"name": key, "value": _num(value), "meaning": "", "origin": origin(key)})
@@ -382,6 +389,9 @@ def card_text(
         )
     q = gdoc.get("query") if isinstance(gdoc.get("query"), dict) else None
     warnings = [str(w) for w in (gdoc.get("warnings") or []) if w]
+    agreement = gdoc.get("agreement") if isinstance(gdoc.get("agreement"), dict) else None
+    tokens = _token_text(gdoc.get("tokens"))
+    prompt = gdoc.get("prompt") if isinstance(gdoc.get("prompt"), dict) else None
 
     ver = prov.get("verification")
     tview, mview, verified_summary = _verification(ver)
@@ -405,7 +415,9 @@ def card_text(
         rescaled_summary=rescaled_summary, edited_summary=edited_summary, verified_summary=verified_summary,
         auto_class=arch.get("auto_class") or "AutoModelForImageTextToText",
         remote_code=bool(arch.get("remote_code")), model_id=model_id,
-        preset=preset, preset_rows=preset_rows, gain_values=gain_values,
+        preset=preset, preset_rows=preset_rows, gain_values=gain_values, preset_origin=_preset_origin(preset),
+        agreement=agreement.get("summary") if agreement else None, tokens=tokens,
+        prompt_source=prompt.get("source") if prompt else None,
         layer_rows=layer_rows, totals=totals, has_classes=classes is not None, has_sv=has_sv,
         heatmap=heatmap_md,
         data=data, samples=gdoc.get("samples"), query=_query_text(q) if q else None, stability=stability,
@@ -425,6 +437,50 @@ def card_text(
 
     card = ModelCard(text)  # parses the YAML back: a card the Hub cannot read never reaches disk
     return str(card.content)
+
+
+_SOURCE_WORDS = {
+    "paper-main": "paper (main text)",
+    "paper-supplement": "paper's supplementary material, as transcribed by a public reproduction (not checked "
+                        "against the PDF)",
+    "headbake": "headbake (demo model)",
+    "override": "set for this run",
+}
+
+
+def _preset_origin(preset: dict | None) -> str:
+    """The words after the preset's name: the paper's published setting only where it is."""
+    if not preset:
+        return ""
+    sources = set((preset.get("sources") or {}).values())
+    changed = bool(preset.get("overrides"))
+    if preset.get("from_paper"):
+        text = "the paper's published setting"
+    elif sources - {"override"} == {"paper-supplement"}:
+        text = ("the paper's per-model setting from its supplementary material, as transcribed by a public "
+                "reproduction; not checked against the PDF")
+    elif "headbake" in sources:
+        text = "headbake's setting for its tiny random demo model, not the paper's"
+    else:
+        text = ""
+    if changed:
+        text = (text + ", " if text else "") + "with values set for this run"
+    requested, name = preset.get("requested"), preset.get("name")
+    if requested and requested != name:
+        text = (text + "; " if text else "") + f"what `--preset {requested}` resolves to for this model"
+    return f" ({text})" if text else ""
+
+
+def _token_text(tokens) -> str | None:
+    if not isinstance(tokens, dict):
+        return None
+    img, prm = tokens.get("image_tokens") or {}, tokens.get("prompt_tokens") or {}
+    if img.get("mean") is None:
+        return None
+    text = f"{img['mean']:.0f} image tokens per sample on average (min {img['min']}, max {img['max']})"
+    if prm.get("mean") is not None:
+        text += f"; whole prompts {prm['mean']:.0f} tokens on average (min {prm['min']}, max {prm['max']})"
+    return text
 
 
 def _query_text(q: dict) -> str:

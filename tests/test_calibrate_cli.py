@@ -108,7 +108,7 @@ def test_presets_command():
     assert res.exit_code == 0
     for name in ("default", "ocean-r1", "r1-onevision", "kimi-vl"):
         assert name in res.output
-    assert "starting point" in res.output and "published in the paper" in res.output
+    assert "not checked against the PDF" in res.output and "transfer poorly" in res.output
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +190,11 @@ def test_split_runs_merge_to_the_whole(tiny_fp32, loaded, tmp_path):
     load_gains(tmp_path / "merged.json", load_model_info(tiny_fp32))
     other = dict(docs["b"], query={"mode": "last_k", "k": 2})
     with pytest.raises(HeadbakeError, match="query"):
+        merge_documents([docs["a"], other])
+    assert merged["tokens"]["image_tokens"] == whole["tokens"]["image_tokens"]
+    assert merged["tokens"]["prompt_tokens"]["mean"] == pytest.approx(whole["tokens"]["prompt_tokens"]["mean"])
+    other = dict(docs["b"], prompt=dict(docs["b"]["prompt"], sha256="0" * 64))
+    with pytest.raises(HeadbakeError, match="another prompt"):
         merge_documents([docs["a"], other])
     # the same through the CLI
     for name in ("a", "b"):

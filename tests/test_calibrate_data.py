@@ -15,7 +15,8 @@ from headbake.data.samples import synthetic_samples
 def test_embedded_default_set():
     d = data.embedded()
     assert len(d.samples) == data.EMBEDDED_DEFAULT_SAMPLES >= 32
-    assert {s.kind for s in d.samples} == {"counting", "chart", "geometry", "layout"}
+    assert {s.kind for s in d.samples} == {"bar_chart", "line_chart", "pie_chart", "function_plot", "geometry",
+                                           "table", "text", "counting", "photo"}
     # deterministic from its seed, and sensitive to every image and question
     assert samples_fingerprint(data.embedded().samples) == samples_fingerprint(d.samples)
     assert samples_fingerprint(data.embedded(8).samples) == samples_fingerprint(d.samples[:8])

@@ -51,7 +51,7 @@ def test_convert_demo_end_to_end(converted, home):
     assert {p.name for p in out.iterdir()} == src_files | {"headbake.json", "README.md", "headbake_heatmap.png"}
     rec = json.loads((out / "headbake.json").read_text())
     assert rec["verification"]["passed"] and rec["verification"]["tensor"]["passed"]
-    assert rec["gains"]["preset"]["name"] == "default"
+    assert rec["gains"]["preset"]["name"] == "demo" and rec["gains"]["preset"]["requested"] == "default"
     assert rec["gains"]["samples"] == 8 and rec["reproduce"].splitlines()[1].startswith("headbake convert demo --preset default")
     # every weight file's sha256 was recorded by verify's streaming pass
     for name in [n for n in src_files if n.endswith(".safetensors")]:
