@@ -23,7 +23,8 @@ def _gains_for(baked: Path, gains_file, info):
 
 
 def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, new_tokens=8, device="auto",
-               device_map=None, trust_remote_code=False, progress=True, record=False) -> dict:
+               device_map=None, trust_remote_code=False, progress=True, record=False, max_memory=None,
+               offload_folder=None) -> dict:
     from headbake.bake.verify_tensors import verify_tensors
 
     src, baked = Path(src), Path(baked)
@@ -47,7 +48,8 @@ def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, ne
         from headbake.bake.verify_model import verify_model
 
         model = verify_model(src, baked, gains, info=info, samples=samples, new_tokens=new_tokens, device=device,
-                             device_map=device_map, trust_remote_code=trust_remote_code, progress=progress)
+                             device_map=device_map, trust_remote_code=trust_remote_code, progress=progress,
+                             max_memory=max_memory, offload_folder=offload_folder)
         summary.append(
             f"model ({model['dtype']}, {model['samples']} {model['inputs']} inputs): baked vs hooked max|dlogit| "
             f"{model['max_abs_logit']:.3g} (limit {model['limits']['max_abs_logit']:.3g}), KL mean "

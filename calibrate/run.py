@@ -33,6 +33,8 @@ class CalibrateOptions:
     batch_size: int = 4
     device: str | None = None  # None or "auto": cuda if available, else cpu
     device_map: str | None = None  # "auto": accelerate places the model over devices
+    max_memory: dict | None = None  # with device_map: accelerate's per-device limits, e.g. {"cpu": "8GiB", 0: "20GiB"}
+    offload_folder: str | None = None  # with device_map: where weights that fit nowhere go (disk offload)
     dtype: str = "auto"
     query: str = "last"
     k: int | None = None
@@ -101,6 +103,10 @@ def load_model(model_dir, info, o: CalibrateOptions, probe_method: str):
     )
     if o.device_map:
         kwargs["device_map"] = o.device_map
+        if o.max_memory:
+            kwargs["max_memory"] = o.max_memory
+        if o.offload_folder:
+            kwargs["offload_folder"] = str(o.offload_folder)
     if not o.progress:
         from transformers.utils import logging as hf_logging
 
@@ -122,12 +128,9 @@ def load_model(model_dir, info, o: CalibrateOptions, probe_method: str):
 
 
 def _input_device(model):
-    import torch
+    from headbake.devices import input_device
 
-    try:
-        return model.get_input_embeddings().weight.device
-    except (AttributeError, NotImplementedError):
-        return next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    return input_device(model)  # an offloaded embedding's weight is on "meta" between forwards
 
 
 def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
