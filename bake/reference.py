@@ -202,6 +202,8 @@ def upcast_forward(model, wide=None):
                             casts.up(sub, name)
 
         def post(mod, args, output):
+            if not active.get(id(mod)):  # an earlier pre-hook raised before ours ran
+                return
             active[id(mod)] -= 1
             if active[id(mod)] == 0:
                 casts.restore()
