@@ -25,9 +25,10 @@ from pathlib import Path
 from headbake.errors import HeadbakeError
 
 ENV_LIMIT = "HEADBAKE_MEMORY_LIMIT"
-DEFAULT_TOKENS = 1024  # per sample: a benchmark image gives a 7B Qwen2.5-VL several hundred image tokens
+DEFAULT_TOKENS = 1024  # per calibration sample: a benchmark image gives a 7B Qwen2.5-VL several hundred image tokens
+VERIFY_TOKENS = 256  # per verify input: its built-in 224x168 images are at most 64 image tokens plus the prompt
 RUNTIME = {"cpu": 1 << 30, "cuda": 1 << 29}  # python + torch + transformers on CPU; CUDA workspaces on a GPU
-MARGIN = 1.05  # allocator slack on top of the estimate
+MARGIN = 1.05  # allocator slack on the estimated parts (the weights' size is exact)
 STEPS = ("calibrate", "verify", "convert")
 VERIFY_LEVELS = ("full", "tensors", "none")
 _FLOAT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
@@ -247,7 +248,7 @@ class MemoryPlan:
     @property
     def needed(self) -> int:
         """Peak bytes on the device that runs the model, all weights resident."""
-        return int((self.weights * self.models_at_once + self.activations + self.reference + self.runtime) * MARGIN)
+        return self.weights * self.models_at_once + self.reserve
 
     @property
     def reserve(self) -> int:
@@ -359,8 +360,10 @@ def plan_memory(model_dir, step: str, *, device: str | None = None, device_map: 
     stored model, then its reference one wide module at a time, then the
     baked model: one model at a time, ``samples`` prompts in one batch), or
     convert (calibrate, bake, verify in turn: the larger of the two).
-    ``max_memory``: the user's ``--max-memory`` (text or dict), what headbake
-    may use per device. ``available``: overrides detection (tests).
+    ``tokens``: per prompt (default: ``DEFAULT_TOKENS`` for calibration,
+    ``VERIFY_TOKENS`` for verify's built-in inputs). ``max_memory``: the
+    user's ``--max-memory`` (text or dict), what headbake may use per device.
+    ``available``: replaces detection (tests); ``$HEADBAKE_MEMORY_LIMIT`` too.
     """
     if step not in STEPS:
         raise HeadbakeError(f"unknown step {step!r} for a memory plan ({', '.join(STEPS)})")
@@ -377,20 +380,21 @@ def plan_memory(model_dir, step: str, *, device: str | None = None, device_map: 
     size = checkpoint_size(model_dir, dtype)
     item = _DTYPE_BYTES[size.dtype]
     wide = 8 if size.dtype == "float32" else 4
+    ver_tokens = tokens or VERIFY_TOKENS
     tokens = tokens or DEFAULT_TOKENS
     avail, source = _available(available)
     user_limits = parse_max_memory(max_memory)
 
     cal_act = activation_bytes(info.config, info.arch, tokens=tokens, batch=batch_size, itemsize=item, eager=eager)
     # verify runs every sample in one batch, in the stored dtype and (the reference) in the wide one
-    ver_act = activation_bytes(info.config, info.arch, tokens=tokens, batch=samples, itemsize=wide,
+    ver_act = activation_bytes(info.config, info.arch, tokens=ver_tokens, batch=samples, itemsize=wide,
                                positions=positions, new_tokens=new_tokens, kv_itemsize=item)
     # one unit upcast at a time: at most the largest tensor's module, wide (see headbake.bake.reference)
     reference = size.largest * wide
     if step == "calibrate" or (step == "convert" and verify != "full"):
         acts, ref, batch = cal_act, 0, batch_size
     elif step == "verify":
-        acts, ref, batch = ver_act, reference, samples
+        acts, ref, batch, tokens = ver_act, reference, samples, ver_tokens
     else:
         acts, ref, batch = max(cal_act, ver_act), reference, max(batch_size, samples)
     if step == "verify" and verify != "full":

@@ -31,10 +31,19 @@ def inputs(tiny_bf16):
     return dict(build_inputs(processor, synthetic_samples(3, seed=1234)))
 
 
-def load(path, **kwargs):
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+
+
+def load(path, device="cpu", **kwargs):
     import transformers
 
-    return transformers.AutoModelForImageTextToText.from_pretrained(str(path), dtype="auto", **kwargs).eval()
+    model = transformers.AutoModelForImageTextToText.from_pretrained(str(path), dtype="auto", **kwargs).eval()
+    return model if "device_map" in kwargs else model.to(device)
+
+
+def on(inputs, device):
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
 
 
 def weights_digest(model) -> str:
@@ -50,10 +59,12 @@ def logits(model, inputs, gains=GAINS):
         return model(**inputs, logits_to_keep=16).logits
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("which", ["tiny_bf16", "tiny_fp16", "tiny_fp32"])
-def test_bounded_reference_equals_the_full_cast_bit_for_bit(which, inputs, request):
+def test_bounded_reference_equals_the_full_cast_bit_for_bit(which, device, inputs, request):
     path = request.getfixturevalue(which)
-    model = load(path)
+    inputs = on(inputs, device)
+    model = load(path, device)
     stored = model.dtype
     wide = reference_dtype(stored)
     before = weights_digest(model)
@@ -63,7 +74,7 @@ def test_bounded_reference_equals_the_full_cast_bit_for_bit(which, inputs, reque
     assert weights_digest(model) == before, "weights changed"
     assert {p.dtype for p in model.parameters()} == {stored}
     assert torch.equal(logits(model, inputs), hooked), "the stored-dtype model changed"
-    full = logits(load(path).to(wide), inputs)
+    full = logits(load(path, device).to(wide), inputs)
     assert bounded.dtype == full.dtype == wide
     assert torch.equal(bounded, full), f"max |diff| {(bounded - full).abs().max():.3g}"
     # the floor is real: the stored-dtype logits are measurably off the wide ones
@@ -97,17 +108,26 @@ def test_weights_are_restored_when_the_forward_fails(tiny_bf16, inputs):
     assert not any(m._forward_hooks for m in model.modules())
 
 
-def test_offloaded_model_gives_the_same_reference(tiny_bf16, inputs, tmp_path):
-    """accelerate disk offload (max_memory far below the model): the same bits as the unconstrained full cast."""
-    model = load(tiny_bf16, device_map="auto", max_memory={"cpu": 1000}, offload_folder=str(tmp_path / "off"))
-    assert set(model.hf_device_map.values()) == {"disk"}
+@pytest.mark.parametrize("device", DEVICES)
+def test_offloaded_model_gives_the_same_reference(tiny_bf16, inputs, tmp_path, device):
+    """accelerate offload (max_memory far below the model): the same bits as the unconstrained full cast.
+
+    On CPU every weight goes to disk; on CUDA the GPU holds almost nothing and runs modules loaded from CPU/disk.
+    """
+    from headbake.devices import input_device
+
+    limits = {"cpu": 1000} if device == "cpu" else {0: 150_000, "cpu": 150_000}
+    model = load(tiny_bf16, device_map="auto", max_memory=limits, offload_folder=str(tmp_path / "off"))
+    assert "disk" in set(model.hf_device_map.values())
+    assert input_device(model).type == device
+    inputs = on(inputs, input_device(model))
     hooked = logits(model, inputs)
     with upcast_forward(model):
         bounded = logits(model, inputs)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert torch.equal(logits(model, inputs), hooked)
-    full = logits(load(tiny_bf16).to(torch.float32), inputs)
-    assert torch.equal(bounded, full)
+    full = logits(load(tiny_bf16, device).to(torch.float32), inputs)
+    assert torch.equal(bounded.to(full.device), full)
 
 
 def test_plan_keeps_pixel_dtype_resident_but_not_the_embedding(tiny_bf16):
