@@ -58,7 +58,7 @@ def _device_key(key: str):
 
 
 def parse_size(text) -> int:
-    """``8GiB`` / ``8GB`` / ``512MiB`` / plain bytes -> bytes (accelerate's units, so accelerate reads them the same)."""
+    """``8GiB`` / ``8GB`` / ``512MiB`` / plain bytes -> bytes, in accelerate's units (it reads them the same way)."""
     from accelerate.utils import convert_file_size_to_int
 
     if isinstance(text, int) and not isinstance(text, bool):
@@ -196,7 +196,8 @@ def _sizes(config: dict, arch: dict) -> dict:
         "kv": int(tc.get("num_key_value_heads") or heads), "head_dim": int(tc.get("head_dim") or hidden // heads),
         "layers": int(tc.get("num_hidden_layers") or 0), "vocab": int(tc.get("vocab_size") or 0),
         "v_hidden": int(vc.get("hidden_size") or vc.get("embed_dim") or 0),
-        "v_inter": int(vc.get("intermediate_size") or 0), "v_heads": int(vc.get("num_heads") or vc.get("num_attention_heads") or 1),
+        "v_inter": int(vc.get("intermediate_size") or 0),
+        "v_heads": int(vc.get("num_heads") or vc.get("num_attention_heads") or 1),
     }
 
 
@@ -281,7 +282,8 @@ class MemoryPlan:
             lines.append(f"  device_map auto, max_memory {mm}")
             if self.disk:
                 where = self.offload_folder or "the checkpoint's own safetensors files"
-                lines.append(f"  offload: {fmt_bytes(self.disk)} of weights read from disk at every forward ({where}); slow")
+                lines.append(f"  offload: {fmt_bytes(self.disk)} of weights read from disk at every forward "
+                             f"({where}); slow")
         else:
             lines.append(f"  {'fits' if self.fits() else 'DOES NOT FIT'}")
         lines += [f"  note: {n}" for n in self.notes]
@@ -293,9 +295,9 @@ class MemoryPlan:
             main = _main_device(self.available)
             if self.reserve > self.available.get(main, 0):
                 raise HeadbakeError(
-                    f"{self.step} needs {fmt_bytes(self.reserve)} on {_label(main)} for activations and runtime even with "
-                    f"every weight offloaded; {fmt_bytes(self.available.get(main, 0))} is available: use fewer "
-                    "--samples / a smaller --batch-size, or free memory"
+                    f"{self.step} needs {fmt_bytes(self.reserve)} on {_label(main)} for activations and runtime "
+                    f"even with every weight offloaded; {fmt_bytes(self.available.get(main, 0))} is available: "
+                    "use fewer --samples / a smaller --batch-size, or free memory"
                 )
             return self
         key = _avail_key(self.device)
