@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from headbake.errors import HeadbakeError
 
+
 def reference_dtype(stored):
     """The dtype whose rounding is far below the stored one's: float64 for float32, else float32."""
     import torch
