@@ -20,7 +20,8 @@ def _gains_for(baked: Path, gains_file, info):
 
 
 def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, new_tokens=8, device="auto",
-               device_map=None, trust_remote_code=False, progress=True, record=False) -> dict:
+               device_map=None, trust_remote_code=False, progress=True, record=False, max_memory=None,
+               offload_folder=None) -> dict:
     from headbake.bake.verify_tensors import verify_tensors
 
     src, baked = Path(src), Path(baked)
@@ -31,8 +32,14 @@ def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, ne
     gains = _gains_for(baked, gains_file, info)
     if not tensors_only:
         from headbake.devices import resolve_device
+        from headbake.memory import plan_memory
 
-        device = resolve_device(device)  # a wrong --device fails now, not after the tensor pass
+        if not device_map:
+            device = resolve_device(device)  # a wrong --device fails now, not after the tensor pass
+        plan = plan_memory(src, "verify", device=None if device_map else device, device_map=device_map,
+                           max_memory=max_memory, offload_folder=offload_folder, samples=samples,
+                           new_tokens=new_tokens, info=info).check()
+        max_memory = plan.load_kwargs().get("max_memory", max_memory)
     tensor = verify_tensors(src, baked, gains, progress=progress)
     summary = [
         f"tensors: {'ok' if tensor['passed'] else 'FAILED'} — {tensor['files_compared']} files compared, "
@@ -44,7 +51,8 @@ def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, ne
         from headbake.bake.verify_model import verify_model
 
         model = verify_model(src, baked, gains, info=info, samples=samples, new_tokens=new_tokens, device=device,
-                             device_map=device_map, trust_remote_code=trust_remote_code, progress=progress)
+                             device_map=device_map, trust_remote_code=trust_remote_code, progress=progress,
+                             max_memory=max_memory, offload_folder=offload_folder)
         summary.append(
             f"model ({model['dtype']}, {model['samples']} {model['inputs']} inputs): baked vs hooked max|dlogit| "
             f"{model['max_abs_logit']:.3g} (limit {model['limits']['max_abs_logit']:.3g}), KL mean "

@@ -2,7 +2,9 @@
 
 Only one model is in memory at a time: the source is run (vanilla, hooked,
 hooked at a wider reference dtype), its logits kept for the last few
-positions only, and freed before the baked model is loaded.
+positions only, and freed before the baked model is loaded. The wider run
+upcasts one module at a time (``headbake.bake.reference``), never the whole
+model: a 7B bf16 model cast to float32 would need 33 GB.
 
 Pass rule (the noise floor comes from the same run): baked-vs-hooked may be
 no further apart than ``FLOOR_FACTOR`` x the distance between the hooked
@@ -38,9 +40,9 @@ def _name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def _load(path, info, dtype, device, device_map, trust_remote_code):
-    return load_model(path, info, dtype=dtype, device=device, device_map=device_map,
-                      trust_remote_code=trust_remote_code, progress=False)
+def _load(path, info, dtype, device, device_map, trust_remote_code, max_memory=None, offload_folder=None):
+    return load_model(path, info, dtype=dtype, device=device, device_map=device_map, max_memory=max_memory,
+                      offload_folder=offload_folder, trust_remote_code=trust_remote_code, progress=False)
 
 
 def _inputs(path, info, samples: int, trust_remote_code: bool):
@@ -62,7 +64,9 @@ def _inputs(path, info, samples: int, trust_remote_code: bool):
 def _run(model, inputs, positions: int, new_tokens: int, pad_id):
     import torch
 
-    dev = next(model.parameters()).device
+    from headbake.devices import input_device
+
+    dev = input_device(model)  # not a parameter's device: an offloaded one is on "meta"
     batch = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in inputs.items()}
     with torch.no_grad():
         try:  # only the compared positions' logits: [batch, L, vocab] is GBs for a 150k vocabulary
@@ -102,9 +106,10 @@ def greedy_match(a, b) -> float:
 
 
 def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=16, device="auto",
-                 device_map=None, trust_remote_code=False, progress=True) -> dict:
+                 device_map=None, trust_remote_code=False, progress=True, max_memory=None, offload_folder=None) -> dict:
     import torch
 
+    from headbake.bake.reference import reference_dtype, stored_dtype, upcast_forward
     from headbake.runtime import apply_gains
 
     from headbake.devices import resolve_device
@@ -126,9 +131,9 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
             bar.set_postfix_str(steps[bar.n])
 
     bar.set_postfix_str(steps[0])
-    model = _load(src, info, "auto", device, device_map, trust_remote_code)
-    stored = next(model.parameters()).dtype
-    ref_dtype = torch.float64 if stored == torch.float32 else torch.float32
+    model = _load(src, info, "auto", device, device_map, trust_remote_code, max_memory, offload_folder)
+    stored = stored_dtype(model)
+    ref_dtype = reference_dtype(stored)
     step()
     vanilla, _ = _run(model, inputs, positions, 0, pad_id)
     step()
@@ -136,28 +141,20 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
     try:
         hooked, gen_h = _run(model, inputs, positions, new_tokens, pad_id)
         step()
-        if device_map:
-            # A dispatched model is not cast in place: free it and load the reference dtype instead.
-            handle.remove()
-            del model
-            _free()
-            model = _load(src, info, ref_dtype, device, device_map, trust_remote_code)
-            handle = apply_gains(model, gains)
-        else:
-            model.to(ref_dtype)
         if ref_dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
             # grouped_mm kernels have no float64 path; the eager expert loop is the same math.
             try:
                 model.set_experts_implementation("eager")
             except (ValueError, AttributeError):
                 pass
-        reference, _ = _run(model, inputs, positions, 0, pad_id)
+        with upcast_forward(model, ref_dtype):  # one module wide at a time, weights restored bit for bit
+            reference, _ = _run(model, inputs, positions, 0, pad_id)
     finally:
         handle.remove()
     step()
     del model
     _free()
-    model = _load(baked, info, "auto", device, device_map, trust_remote_code)
+    model = _load(baked, info, "auto", device, device_map, trust_remote_code, max_memory, offload_folder)
     step()
     baked_logits, gen_b = _run(model, inputs, positions, new_tokens, pad_id)
     step()

@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headbake.devices import resolve_device
-from headbake.model.loading import DTYPES, check_remote_code, input_device, load_model, load_processor
+from headbake.devices import input_device, resolve_device
+from headbake.model.loading import DTYPES, check_remote_code, load_model, load_processor
 from headbake.errors import HeadbakeError, first_line
 from headbake.progress import bar as progress_bar
 
@@ -46,7 +46,12 @@ class CalibrateOptions:
     samples: int | None = _opt(None, "Number of samples (embedded set: default 64; files: all).", min=1)
     batch_size: int = _opt(4, "Samples per forward pass.", min=1)
     device: str | None = _opt(None, "auto, cpu, cuda, cuda:1, ... [default: auto: cuda if available].")
-    device_map: str | None = _opt(None, "Spread the model over devices with accelerate.", choices=("auto",))
+    device_map: str | None = _opt(None, "Spread the model over devices (and CPU/disk) with accelerate.",
+                                  choices=("auto",))
+    max_memory: str | None = _opt(None, "With --device-map auto: per-device limits, e.g. 'cpu=8GiB,0=20GiB' or "
+                                  "one size for every device.")
+    offload_folder: str | None = _opt(None, "With --device-map auto: folder for weights that fit in no memory "
+                                      "(disk offload).", dir=True)
     dtype: str = _opt("auto", "The checkpoint's dtype (auto), or float32, bfloat16, float16.", choices=DTYPES)
     query: str = _opt("last", "Query position i* (the paper does not say which; this is a choice): the last prompt "
                       "token, the mean over the last k prompt tokens, or over the first k generated tokens.",
@@ -167,8 +172,13 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
         warnings.append(dataset.note)
 
     if model is None:
-        model = load_model(model_dir, info, dtype=o.dtype, device=o.device, device_map=o.device_map,
-                           trust_remote_code=o.trust_remote_code, progress=o.progress,
+        from headbake.memory import plan_memory
+
+        plan = plan_memory(model_dir, "calibrate", device=o.device, device_map=o.device_map, max_memory=o.max_memory,
+                           offload_folder=o.offload_folder, dtype=o.dtype, batch_size=o.batch_size,
+                           eager=method == "hooks", info=info).check()  # refuse before loading, not OOM after
+        model = load_model(model_dir, info, dtype=o.dtype, device=o.device, trust_remote_code=o.trust_remote_code,
+                           progress=o.progress, **(plan.load_kwargs() or {"device_map": None}),
                            # the hooks path needs real eager weights from remote-code attention classes
                            attn_implementation="eager" if method == "hooks" else "sdpa")
         processor = load_processor(model_dir, trust_remote_code=o.trust_remote_code)

@@ -177,6 +177,7 @@ def convert(settings: ConvertSettings) -> dict:
             settings.model, revision=settings.revision, endpoint=settings.endpoint, progress=settings.progress,
             trust_remote_code=bool(cal.get("trust_remote_code")) or None))
         src, source = resolved.path, resolved.source()
+        _memory_plan(src, settings).check()  # the whole run's memory, before an hour of calibration
         key_in = _digest({
             # not the path or license: they vary by machine and by network state
             "source": {"id": source["id"], "revision": source["revision"]},
@@ -279,7 +280,8 @@ def _build(settings: ConvertSettings, resolved, key_in: str, work: Path, stages:
             return
         report = run_verify(src, baked, samples=settings.verify_samples, device=cal.get("device") or "auto",
                             device_map=cal.get("device_map"), trust_remote_code=bool(cal.get("trust_remote_code")),
-                            progress=settings.progress, record=True, tensors_only=settings.verify == "tensors")
+                            progress=settings.progress, record=True, tensors_only=settings.verify == "tensors",
+                            max_memory=cal.get("max_memory"), offload_folder=cal.get("offload_folder"))
         if not report["passed"]:
             raise CheckFailed(
                 f"verification failed ({'; '.join(s.strip() for s in report['summary'][:2])}); "
@@ -341,9 +343,8 @@ def dry_run(settings: ConvertSettings) -> dict:
         doc["weights_bytes"] = weights
         lines.append(f"  weights: {weights / 1e9:.2f} GB in {len(ckpt.shards)} safetensors file(s)")
         plan = _memory_plan(path, settings)
-        if plan is not None:
-            doc["memory"] = plan
-            lines += [f"  {ln}" for ln in plan.get("lines", [])]
+        doc["memory"] = {"needed_bytes": plan.needed, "fits": plan.fits(), "lines": plan.summary()}
+        lines += [f"  {ln}" for ln in plan.summary()]
     state = Stages([], False, work_dir(out) / "state.json").state
     cached = [s for s in ("calibrate", "bake", "verify") if s in state]
     doc["stages_cached"] = cached
@@ -374,6 +375,13 @@ def _remote_size(model: str, revision: str | None, endpoint: str | None) -> int 
     return sum((s.size or 0) for s in info.siblings or [] if not s.rfilename.endswith((".bin", ".pt", ".pth")))
 
 
-def _memory_plan(path: Path, settings: ConvertSettings) -> dict | None:
-    """Filled in by the memory planner (headbake.memory) when it is available."""
-    return None
+def _memory_plan(path: Path, settings: ConvertSettings):
+    """What calibrate and verify will need on the chosen device (``headbake.memory``)."""
+    from headbake.memory import plan_memory
+
+    cal = settings.calibration
+    step = "verify" if settings.gains_file is not None else "convert"
+    return plan_memory(path, step, device=cal.get("device"), device_map=cal.get("device_map"),
+                       max_memory=cal.get("max_memory"), offload_folder=cal.get("offload_folder"),
+                       dtype=cal.get("dtype") or "auto", batch_size=cal.get("batch_size") or 4,
+                       samples=settings.verify_samples, verify=settings.verify)

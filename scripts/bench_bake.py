@@ -32,10 +32,10 @@ HIDDEN, HEADS, KV, HEAD_DIM, INTER, VOCAB = 3584, 28, 4, 128, 18944, 152064
 V_HIDDEN, V_INTER, V_DEPTH, V_OUT = 1280, 3420, 32, 3584
 
 
-def qwen25vl_7b_tensors(layers: int = 28) -> dict[str, list[int]]:
-    """On-disk names and shapes of Qwen2.5-VL-7B-Instruct (legacy key style)."""
-    t: dict[str, list[int]] = {"model.embed_tokens.weight": [VOCAB, HIDDEN], "model.norm.weight": [HIDDEN],
-                               "lm_head.weight": [VOCAB, HIDDEN]}
+def qwen25vl_7b_tensors(layers: int = 28, vocab: int = VOCAB, vision_depth: int = V_DEPTH) -> dict[str, list[int]]:
+    """On-disk names and shapes of Qwen2.5-VL-7B-Instruct (legacy key style); smaller vocab/depth for quick runs."""
+    t: dict[str, list[int]] = {"model.embed_tokens.weight": [vocab, HIDDEN], "model.norm.weight": [HIDDEN],
+                               "lm_head.weight": [vocab, HIDDEN]}
     kv = KV * HEAD_DIM
     for i in range(layers):
         p = f"model.layers.{i}."
@@ -49,7 +49,7 @@ def qwen25vl_7b_tensors(layers: int = 28) -> dict[str, list[int]]:
             p + "self_attn.o_proj.weight": [HIDDEN, HEADS * HEAD_DIM],
         })
     t["visual.patch_embed.proj.weight"] = [V_HIDDEN, 3, 2, 14, 14]
-    for i in range(V_DEPTH):
+    for i in range(vision_depth):
         p = f"visual.blocks.{i}."
         t.update({
             p + "norm1.weight": [V_HIDDEN], p + "norm2.weight": [V_HIDDEN],
@@ -65,11 +65,11 @@ def qwen25vl_7b_tensors(layers: int = 28) -> dict[str, list[int]]:
     return t
 
 
-def write_checkpoint(root: Path, layers: int, shards: int = 5) -> None:
+def write_checkpoint(root: Path, layers: int, shards: int = 5, vocab: int = VOCAB, vision_depth: int = V_DEPTH) -> None:
     """Stream random bf16 values into `shards` safetensors files (never the whole model in memory)."""
     import torch
 
-    tensors = qwen25vl_7b_tensors(layers)
+    tensors = qwen25vl_7b_tensors(layers, vocab, vision_depth)
     sizes = {k: 2 * eval("*".join(map(str, v))) for k, v in tensors.items()}
     total = sum(sizes.values())
     target = total / shards
@@ -109,8 +109,8 @@ def write_checkpoint(root: Path, layers: int, shards: int = 5) -> None:
     config = {
         "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl", "torch_dtype": "bfloat16",
         "hidden_size": HIDDEN, "intermediate_size": INTER, "num_attention_heads": HEADS, "num_hidden_layers": layers,
-        "num_key_value_heads": KV, "vocab_size": VOCAB, "image_token_id": 151655, "video_token_id": 151656,
-        "vision_config": {"depth": V_DEPTH, "hidden_size": V_HIDDEN, "intermediate_size": V_INTER, "num_heads": 16,
+        "num_key_value_heads": KV, "vocab_size": vocab, "image_token_id": 151655, "video_token_id": 151656,
+        "vision_config": {"depth": vision_depth, "hidden_size": V_HIDDEN, "intermediate_size": V_INTER, "num_heads": 16,
                           "out_hidden_size": V_OUT},
     }
     (tmp / "config.json").write_text(json.dumps(config, indent=2))

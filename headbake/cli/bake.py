@@ -58,13 +58,16 @@ def bake(src, gains_file, out, revision, overwrite, force, checksums, quiet):
 @click.option("--new-tokens", default=8, show_default=True, type=click.IntRange(min=1),
               help="Greedy tokens compared per input.")
 @device_options
+@click.option("--max-memory", help="With --device-map auto: per-device limits, e.g. 'cpu=8GiB,0=20GiB'.")
+@click.option("--offload-folder", type=click.Path(file_okay=False),
+              help="With --device-map auto: folder for weights that fit in no memory (disk offload).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the checkpoint's own Python code (needed for Kimi-VL).")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Write the full report as JSON.")
 @click.option("--record", is_flag=True, help="Store the figures and file sha256s in BAKED/headbake.json.")
 @quiet_option
 @json_option
-def verify(src, baked, revision, gains_file, tensors_only, samples, new_tokens, device, device_map, trust_remote_code,
-           report, record, quiet, as_json):
+def verify(src, baked, revision, gains_file, tensors_only, samples, new_tokens, device, device_map, max_memory,
+           offload_folder, trust_remote_code, report, record, quiet, as_json):
     """Check BAKED against SRC: exact tensor comparison, then hooked SRC vs plain BAKED logits.
 
     SRC is the checkpoint directory, alias or Hub id that was baked.
@@ -79,7 +82,8 @@ def verify(src, baked, revision, gains_file, tensors_only, samples, new_tokens, 
         ensure_writable(report, "--report")
     src = resolve_model(src, revision=revision, progress=not quiet).path
     res = run_verify(src, baked, gains_file=gains_file, tensors_only=tensors_only, samples=samples,
-                     new_tokens=new_tokens, device=device, device_map=device_map,
+                     new_tokens=new_tokens, device=device, device_map=device_map, max_memory=max_memory,
+                     offload_folder=offload_folder,
                      trust_remote_code=trust_remote_code, progress=not quiet, record=record)
     if report:
         write_json_atomic(report, res)

@@ -36,6 +36,8 @@ def _option(f) -> click.Option:
             kw["type"] = base if low is None else (click.IntRange if base is int else click.FloatRange)(min=low)
         elif meta.pop("path", False):
             kw["type"] = click.Path(dir_okay=False, path_type=str)
+        elif meta.pop("dir", False):
+            kw["type"] = click.Path(file_okay=False, path_type=str)
         if default is not None:
             kw["default"] = default
             kw["show_default"] = True

@@ -77,13 +77,3 @@ def load_processor(path, *, trust_remote_code=False):
         return AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError) as e:
         raise HeadbakeError(f"cannot load the processor from {path}: {first_line(e)}") from None
-
-
-def input_device(model):
-    """Where a (possibly dispatched) model wants its inputs: the embedding's device."""
-    import torch
-
-    try:
-        return model.get_input_embeddings().weight.device
-    except (AttributeError, NotImplementedError):
-        return next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
