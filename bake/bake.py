@@ -26,6 +26,7 @@ from headbake.gains import load_gains, validate_gains, write_json_atomic
 from headbake.hashing import sha256_bytes, sha256_files
 from headbake.modelinfo import load_model_info, o_proj_targets
 from headbake.provenance import ADDED_FILES, FORMAT, RECORD, now, versions
+from headbake.safepaths import check_no_token
 
 WINDOW = 2  # folded o_proj tensors in flight (and fold workers: numpy and sha256 release the GIL)
 
@@ -88,8 +89,8 @@ def bake_checkpoint(
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise HeadbakeError(f"source checkpoint directory not found: {src}")
+    ckpt = open_checkpoint(src)  # first: it refuses links out of the folder before any file is read
     info = load_model_info(src)
-    ckpt = open_checkpoint(src)
     targets = o_proj_targets(info, ckpt)
     if isinstance(gains, (str, os.PathLike)):
         doc = load_gains(gains, info)
@@ -102,7 +103,7 @@ def bake_checkpoint(
             raise HeadbakeError(
                 f"{src} is already baked (it has {RECORD}); baking again compounds the gains. Pass --force if you mean it"
             )
-        previous = read_json(src / RECORD, RECORD)
+        previous = read_json(src / RECORD, RECORD, strict=True)
     check_target(out, overwrite, protected=[src])
 
     tensors = ckpt.tensors
@@ -113,6 +114,8 @@ def bake_checkpoint(
 
     # The source's own card (and a previous bake's record and heatmap) describe another model.
     others = [f for f in ckpt.other_files() if f not in ADDED_FILES]
+    # A file that holds the user's Hugging Face token is never copied (see headbake.safepaths).
+    check_no_token(src, others + ([ckpt.index_file] if ckpt.index_file else []))
     skipped = ckpt.stray_weights()
     if skipped:
         print(f"warning: not copying weight files the checkpoint does not use: {', '.join(skipped)}",
