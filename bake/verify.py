@@ -18,7 +18,7 @@ def _gains_for(baked: Path, gains_file, info):
         raise HeadbakeError(f"{baked} has no {RECORD}; pass --gains to say which gains to check")
     from headbake.gains import validate_gains
 
-    doc = read_json(baked / RECORD, RECORD).get("gains") or {}
+    doc = read_json(baked / RECORD, RECORD, strict=True).get("gains") or {}
     return validate_gains(doc.get("gains"), info.num_layers, info.num_heads, f"{baked / RECORD}")
 
 
@@ -64,7 +64,7 @@ def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, ne
     report = {"passed": passed, "tensor": tensor, "model": model, "summary": summary}
     if record:
         rec_path = baked / RECORD
-        rec = read_json(rec_path, RECORD)
+        rec = read_json(rec_path, RECORD, strict=True)
         rec["verification"] = {k: v for k, v in report.items() if k != "summary"}
         rec["verification"]["tensor"] = {k: v for k, v in tensor.items() if k != "files"}
         for rel, h in tensor["files"].items():

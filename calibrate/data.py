@@ -9,10 +9,11 @@ goes into the gains file, so a calibration can be matched to its data.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from headbake import strictjson
+from headbake.bounded import MAX_IMAGE_BYTES, MAX_JSONL_BYTES, open_regular, read_bounded
 from headbake.errors import HeadbakeError, first_line
 from headbake.samples import Sample, fingerprint, synthetic_samples  # noqa: F401 (fingerprint re-exported)
 
@@ -38,26 +39,27 @@ def embedded(n: int | None = None) -> CalibrationData:
 
 
 def _open_image(path: Path, where: str):
-    from PIL import Image, UnidentifiedImageError
+    """Decode one image; every failure (missing, not a regular file, too large, a decompression bomb,
+    truncated, not an image) is refused naming the data line and the image file."""
+    from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        f = open_regular(path, "image", MAX_IMAGE_BYTES)
+    except HeadbakeError as e:  # "image not found: PATH", "image is not a regular file ...: PATH", ...
+        raise HeadbakeError(f"{where}: {e}") from None
+    try:
+        with f, Image.open(f) as im:
             return im.convert("RGB")
-    except FileNotFoundError:
-        raise HeadbakeError(f"{where}: image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise HeadbakeError(f"{where}: cannot read image {path} ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many types (DecompressionBombError, SyntaxError...)
+        raise HeadbakeError(f"{where}: cannot read image {path} ({type(e).__name__}: {first_line(e)})") from None
 
 
 def load_jsonl(path, limit: int | None = None) -> CalibrationData:
     """``{"image": path | [paths], "question": str}`` per line; image paths relative to the file."""
     path = Path(path)
+    raw = read_bounded(path, "data file", MAX_JSONL_BYTES)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HeadbakeError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise HeadbakeError(f"data file is a directory: {path}") from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise HeadbakeError(f"data file is not UTF-8 text: {path} ({e})") from None
     samples, origins = [], []
@@ -67,7 +69,7 @@ def load_jsonl(path, limit: int | None = None) -> CalibrationData:
             continue
         where = f"{path} line {lineno}"
         try:
-            rec = json.loads(line)
+            rec = strictjson.loads(line)  # a key given twice would make the line ambiguous
         except ValueError as e:
             raise HeadbakeError(f"{where}: not valid JSON ({e})") from None
         if not isinstance(rec, dict):
