@@ -114,16 +114,19 @@ def _weight_like(rel: str) -> bool:
     return rel.endswith(WEIGHT_SUFFIXES) or rel.endswith(".safetensors.index.json") or rel.endswith(".bin.index.json")
 
 
-def read_json(path: Path, what: str, *, limit: int = MAX_JSON_BYTES, strict: bool = False) -> dict:
+def read_json(path: Path, what: str, *, limit: int = MAX_JSON_BYTES, strict: bool = False,
+              allow_nan: bool = False) -> dict:
     """A JSON object from a regular file of at most ``limit`` bytes.
 
     ``strict`` (headbake's own formats and the weight index) also refuses what
     ``strictjson`` refuses: repeated keys, NaN, numbers beyond a double.
     Configs stay lenient: transformers reads them with Python's ``json``.
+    ``allow_nan`` (with ``strict``) lets NaN/Infinity through for a caller that
+    refuses them with its own message.
     """
     raw = read_bounded(path, what, limit)
     try:
-        data = strictjson.loads(raw) if strict else json.loads(raw)
+        data = strictjson.loads(raw, allow_nan=allow_nan) if strict else json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise HeadbakeError(f"{what} is not valid JSON: {path} ({reason})") from None

@@ -51,7 +51,8 @@ def load_gains(path: str | os.PathLike, info: ModelInfo | None = None) -> dict:
     if path.is_dir() and (path / "headbake.json").is_file():
         path = path / "headbake.json"  # a baked directory carries its gains in its record
     # Bounded, regular files only, and strict: a key given twice would make the gains ambiguous.
-    doc = read_json(path, "gains file", strict=True)
+    # NaN/Infinity are read so that validate_gains refuses them naming the layer and head.
+    doc = read_json(path, "gains file", strict=True, allow_nan=True)
     if isinstance(doc, dict) and str(doc.get("format", "")).startswith("headbake.baked/") \
             and isinstance(doc.get("gains"), dict):
         if doc.get("previous_bake"):

@@ -79,12 +79,14 @@ def _check(value, depth: int) -> None:
             _check(v, depth + 1)
 
 
-def loads(text: str | bytes):
+def loads(text: str | bytes, *, allow_nan: bool = False):
     """Parse ``text`` (bytes must be UTF-8, with no byte-order mark) or raise ``StrictJSONError``.
 
     Integers keep their type except: a minus-signed one is a ``NegativeInt``,
     one beyond u64 a ``WideInt`` (both still ``int``), so a caller can tell
     what serde would read as an unsigned integer: ``type(x) is int``.
+    ``allow_nan`` reads NaN/Infinity as floats, for a caller that refuses them
+    itself with a better message (a gain "at layer 2 head 0").
     """
     if isinstance(text, (bytes, bytearray, memoryview)):
         try:
@@ -93,7 +95,7 @@ def loads(text: str | bytes):
             raise StrictJSONError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
         value = json.loads(text, object_pairs_hook=_unique, parse_int=_parse_int, parse_float=_parse_float,
-                           parse_constant=_constant)
+                           parse_constant=float if allow_nan else _constant)
     except StrictJSONError:
         raise
     except RecursionError:
