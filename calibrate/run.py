@@ -130,6 +130,25 @@ def _input_device(model):
         return next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
 
 
+def _rejected(processor, dataset, start: int, batch: list, exc: Exception) -> HeadbakeError:
+    """Name the sample (its data line and image files) that the processor refused, retrying a batch one
+    sample at a time to find it."""
+    from headbake.prompts import build_inputs
+
+    culprit = 0
+    if len(batch) > 1:
+        for i, sample in enumerate(batch):
+            try:
+                build_inputs(processor, [sample], device="cpu")
+            except (ValueError, TypeError) as e:
+                culprit, exc = i, e
+                break
+    where = dataset.origins[start + culprit]
+    if dataset.image_files:
+        where += f" ({', '.join(dataset.image_files[start + culprit])})"
+    return HeadbakeError(f"the processor rejected {where}: {first_line(exc)}")
+
+
 def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     """Run a calibration and return the gains document (written to ``o.out`` when set).
 
@@ -173,6 +192,9 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     dataset = load_data(o)
     if dataset.note:
         warnings.append(dataset.note)
+    # Images too small for one visual token are refused, before the model is loaded (see check_image_sizes).
+    data_mod.check_image_sizes(dataset, data_mod.min_image_side(processor) if processor is not None
+                               else data_mod.min_image_side_of_model(model_dir))
 
     if model is None:
         model, processor = load_model(model_dir, info, o, method)
@@ -187,9 +209,7 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
             try:
                 inputs = build_inputs(processor, batch, device=device)
             except (ValueError, TypeError) as e:
-                msg = first_line(e)
-                where = f"{dataset.origins[start]} (batch of {len(batch)})"
-                raise HeadbakeError(f"the processor rejected {where}: {msg}") from None
+                raise _rejected(processor, dataset, start, batch, e) from None
             vis = visual_mask(inputs["input_ids"], ids)
             for i in range(len(batch)):
                 if not bool(vis[i].any()):
