@@ -130,6 +130,37 @@ def _input_device(model):
         return next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
 
 
+def preflight(o: CalibrateOptions, model_loaded: bool = False):
+    """Every check that needs the model's files but not the model: the model folder, its config and
+    architecture, remote code without the flag, the preset against its layers, the image token ids and
+    the weights' safetensors headers. ``convert`` runs it before it creates any work folder."""
+    from headbake.calibrate.presets import resolve
+    from headbake.calibrate.selection import validate_params
+    from headbake.calibrate.visual_tokens import probe_path, visual_token_ids
+    from headbake.checkpoint import open_checkpoint
+    from headbake.modelinfo import load_model_info
+
+    spec = check_options(o)
+    model_dir = Path(o.model)
+    if not model_dir.is_dir():
+        raise HeadbakeError(f"model directory not found: {model_dir}")
+    info = load_model_info(model_dir)
+    method = probe_path(info.model_type) if o.method == "auto" else o.method
+    if info.arch.get("remote_code") and not o.trust_remote_code and not model_loaded:
+        raise HeadbakeError(
+            f"{info.arch.get('family', info.model_type)} needs the checkpoint's own Python code: "
+            "pass --trust-remote-code if you trust it"
+        )
+    params, preset_block = resolve(o.preset, o.overrides)
+    warnings = list(validate_params(params, info.num_layers))
+    ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids or visual_token_ids(info.config)
+    if not ids:
+        raise HeadbakeError(f"config.json names no image token id for {info.model_type}; pass --visual-token-id")
+    if not model_loaded:
+        open_checkpoint(model_dir)  # refuses pickle-only, truncated or malformed checkpoints before any loading
+    return spec, model_dir, info, method, params, preset_block, warnings, ids
+
+
 def _rejected(processor, dataset, start: int, batch: list, exc: Exception) -> HeadbakeError:
     """Name the sample (its data line and image files) that the processor refused, retrying a batch one
     sample at a time to find it."""
@@ -160,35 +191,15 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
 
     import headbake
     from headbake.calibrate import data as data_mod
-    from headbake.calibrate.presets import resolve
     from headbake.calibrate.probe import probe_batch
     from headbake.calibrate.queries import generated_inputs, prompt_positions
-    from headbake.calibrate.selection import select_heads, validate_params
+    from headbake.calibrate.selection import select_heads
     from headbake.calibrate.stats import RunningStats, bootstrap_jaccard
-    from headbake.calibrate.visual_tokens import probe_path, visual_mask, visual_token_ids
-    from headbake.checkpoint import open_checkpoint
+    from headbake.calibrate.visual_tokens import visual_mask
     from headbake.gains import gains_document, write_json_atomic
-    from headbake.modelinfo import load_model_info
     from headbake.prompts import build_inputs
 
-    spec = check_options(o)
-    model_dir = Path(o.model)
-    if not model_dir.is_dir():
-        raise HeadbakeError(f"model directory not found: {model_dir}")
-    info = load_model_info(model_dir)
-    method = probe_path(info.model_type) if o.method == "auto" else o.method
-    if info.arch.get("remote_code") and not o.trust_remote_code and model is None:
-        raise HeadbakeError(
-            f"{info.arch.get('family', info.model_type)} needs the checkpoint's own Python code: "
-            "pass --trust-remote-code if you trust it"
-        )
-    params, preset_block = resolve(o.preset, o.overrides)
-    warnings = list(validate_params(params, info.num_layers))
-    ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids or visual_token_ids(info.config)
-    if not ids:
-        raise HeadbakeError(f"config.json names no image token id for {info.model_type}; pass --visual-token-id")
-    if model is None:
-        open_checkpoint(model_dir)  # refuses pickle-only or truncated checkpoints before any loading
+    spec, model_dir, info, method, params, preset_block, warnings, ids = preflight(o, model_loaded=model is not None)
     dataset = load_data(o)
     if dataset.note:
         warnings.append(dataset.note)

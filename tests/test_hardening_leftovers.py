@@ -136,3 +136,15 @@ def test_disk_full_message_says_what_was_kept(tmp_path):
     assert kept == f"the calibration (heads.json) and the verified baked copy are kept in {work}"
     msg = disk_full_message(exc, kept)
     assert "nothing was kept" not in msg and "run the same command again to resume" in msg and "\n" not in msg
+
+
+def test_preflight_refuses_remote_code_and_creates_nothing(tmp_path):
+    """convert can run this before it makes its work folder (the lead wires it)."""
+    from builders import build_kimi_layout
+    from headbake.calibrate.run import CalibrateOptions, preflight
+
+    src = build_kimi_layout(tmp_path / "kimi")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(HeadbakeError, match="--trust-remote-code"):
+        preflight(CalibrateOptions(model=str(src)))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
