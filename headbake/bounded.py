@@ -53,8 +53,12 @@ def open_regular(path: str | os.PathLike, what: str, limit: int) -> BinaryIO:
 
 def read_bounded(path: str | os.PathLike, what: str, limit: int) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (also if it grows while being read)."""
+    chunks, total = [], 0
     with open_regular(path, what, limit) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise HeadbakeError(f"{what} grew past the {_size(limit)} headbake reads while being read: {path}")
-    return data
+        # In pieces: f.read(limit + 1) would allocate the whole bound up front for a 100-byte file.
+        while chunk := f.read(min(1 << 20, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise HeadbakeError(f"{what} grew past the {_size(limit)} headbake reads while being read: {path}")
+    return b"".join(chunks)

@@ -8,11 +8,13 @@ bound.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import tempfile
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,6 +34,18 @@ SETTINGS = settings(max_examples=200, deadline=timedelta(seconds=10),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 INFO = ModelInfo("qwen2_5_vl", {}, num_layers=2, num_heads=3, head_dim=4, hidden_size=12,
                  visual_token_ids=(), config={})
+
+
+@contextlib.contextmanager
+def memory_bound(nbytes: int):
+    """Peak Python allocations inside the block stay proportional to the input's size."""
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 64 * nbytes + (2 << 20), peak
 
 
 def one_line(e: HeadbakeError) -> str:
@@ -135,7 +149,8 @@ def test_gains_file_property(scratch, text):
     path = scratch / "gains.json"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     try:
-        doc = load_gains(path, INFO)
+        with memory_bound(path.stat().st_size):
+            doc = load_gains(path, INFO)
     except HeadbakeError as e:
         one_line(e)
         return
@@ -248,7 +263,8 @@ wmaps = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), shard_names, max_
 def test_index_property(indexed, text):
     (indexed / INDEX_NAME).write_text(text, encoding="utf-8", errors="surrogatepass")
     try:
-        ck = open_checkpoint(indexed)
+        with memory_bound(sum(p.stat().st_size for p in indexed.iterdir())):
+            ck = open_checkpoint(indexed)
     except HeadbakeError as e:
         one_line(e)
         return
