@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headbake.bake.clone import clone_file
-from headbake.bake.fold import fold_bytes
+from headbake.bake.fold import DTYPE_MAX, FoldOverflow, fold_bytes, nonfinite_count
 from headbake.bake.output_dir import atomic_directory, check_target
 from headbake.checkpoint import open_checkpoint
 from headbake.errors import HeadbakeError
@@ -27,6 +27,7 @@ from headbake.hashing import sha256_bytes, sha256_files
 from headbake.model.info import load_model_info, o_proj_targets
 from headbake.progress import bar
 from headbake.record import ADDED_FILES, RECORD, Record, public_source, read_record, write_record
+from headbake.safepaths import check_no_token
 
 WINDOW = 2  # folded o_proj tensors in flight (and fold workers: numpy and sha256 release the GIL)
 
@@ -39,6 +40,7 @@ class BakeResult:
     copy_methods: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     record: Record | None = None
+    warnings: list[str] = field(default_factory=list)  # for the caller to show (bake prints nothing itself)
 
 
 def _pread_exact(fd: int, n: int, offset: int) -> bytes:
@@ -55,11 +57,22 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def _fold_one(path, entry, gains, head_dim):
+def _fold_one(path, entry, gains, head_dim, layer):
+    """Fold one o_proj; refuses (before its bytes are written) a gain that would overflow the dtype."""
     with open(path, "rb") as f:
         before = _pread_exact(f.fileno(), entry.nbytes, entry.start)
-    after = fold_bytes(before, entry.dtype, entry.shape, gains, head_dim)
-    return after, {"sha256_before": sha256_bytes(before), "sha256_after": sha256_bytes(after)}
+    try:
+        after = fold_bytes(before, entry.dtype, entry.shape, gains, head_dim, check=True)
+    except FoldOverflow as e:
+        raise HeadbakeError(
+            f"gain {e.gain:g} at layer {layer} head {e.head} would overflow {e.dtype} in {entry.name}: "
+            f"max |W| of that head is {e.amax:.4g}, times the gain {e.product:.4g}, beyond the largest {e.dtype} "
+            f"({DTYPE_MAX[e.dtype]:.4g}); use a smaller gain"
+        ) from None
+    bad = nonfinite_count(before, entry.dtype)
+    warning = (f"{entry.name} already holds {bad} non-finite value{'s' if bad != 1 else ''} (inf/NaN) in the "
+               "source; they stay non-finite in the bake") if bad else None
+    return after, {"sha256_before": sha256_bytes(before), "sha256_after": sha256_bytes(after)}, warning
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -86,8 +99,8 @@ def bake_checkpoint(
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise HeadbakeError(f"source checkpoint directory not found: {src}")
+    ckpt = open_checkpoint(src)  # first: it refuses links out of the folder before any file is read
     info = load_model_info(src)
-    ckpt = open_checkpoint(src)
     targets = o_proj_targets(info, ckpt)
     if isinstance(gains, (str, os.PathLike)):
         doc = load_gains(gains, info)
@@ -111,12 +124,15 @@ def bake_checkpoint(
 
     # The source's own card (and a previous bake's record and heatmap) describe another model.
     others = [f for f in ckpt.other_files() if f not in ADDED_FILES]
+    # A file that holds the user's Hugging Face token is never copied (see headbake.safepaths).
+    check_no_token(src, others + ([ckpt.index_file] if ckpt.index_file else []))
     skipped = ckpt.stray_weights()
     if skipped:
         print(f"warning: not copying weight files the checkpoint does not use: {', '.join(skipped)}",
               file=sys.stderr)
     total = sum(s.size for s in ckpt.shards.values())
     edited = []
+    warnings: list[str] = []
     methods: Counter = Counter()
     with atomic_directory(out, overwrite=overwrite) as tmp:
         for rel in others:
@@ -130,7 +146,8 @@ def bake_checkpoint(
                 # Fold the first o_proj tensors in a worker while the kernel clones the file; at most
                 # WINDOW folded tensors are held at once, so memory stays one o_proj or so, whatever the shard.
                 pending = deque(
-                    pool.submit(_fold_one, shard.path, tensors[t.weight], doc["gains"][t.layer], info.head_dim)
+                    pool.submit(_fold_one, shard.path, tensors[t.weight], doc["gains"][t.layer], info.head_dim,
+                                t.layer)
                     for t in patches[:WINDOW]
                 )
                 methods[clone_file(str(shard.path), str(tmp / name))] += 1
@@ -138,11 +155,13 @@ def bake_checkpoint(
                     dfd = os.open(tmp / name, os.O_WRONLY)
                     try:
                         for i, t in enumerate(patches):
-                            after, digests = pending.popleft().result()
+                            after, digests, warning = pending.popleft().result()
+                            if warning:
+                                warnings.append(warning)
                             if i + WINDOW < len(patches):
                                 nxt = patches[i + WINDOW]
                                 pending.append(pool.submit(_fold_one, shard.path, tensors[nxt.weight],
-                                                           doc["gains"][nxt.layer], info.head_dim))
+                                                           doc["gains"][nxt.layer], info.head_dim, nxt.layer))
                             _pwrite_all(dfd, after, tensors[t.weight].start)
                             del after
                             row = doc["gains"][t.layer]
@@ -179,5 +198,5 @@ def bake_checkpoint(
         write_record(tmp, record)
     return BakeResult(
         out=out, edited_tensors=len(edited), edited_heads=sum(len(e["heads"]) for e in edited),
-        copy_methods=methods, seconds=time.perf_counter() - t0, record=record,
+        copy_methods=methods, seconds=time.perf_counter() - t0, record=record, warnings=warnings,
     )

@@ -126,6 +126,73 @@ def load_data(o: CalibrateOptions):
     return data.embedded(o.samples)
 
 
+def preflight(o: CalibrateOptions, model_loaded: bool = False) -> Preflight:
+    """Every check that needs the model's files but not the model: the model folder, its config and
+    architecture, remote code without the flag, the preset against its layers, the prompt template, the image
+    token ids and the weights' safetensors headers. ``convert`` runs it before it creates any work folder."""
+    from headbake.calibrate.presets import identify_model, resolve
+    from headbake.calibrate.selection import validate_params
+    from headbake.checkpoint import open_checkpoint
+    from headbake.model.info import load_model_info, probe_path
+
+    spec = check_options(o)
+    model_dir = Path(o.model)
+    if not model_dir.is_dir():
+        raise HeadbakeError(f"model directory not found: {model_dir}")
+    info = load_model_info(model_dir)
+    method = probe_path(info.model_type) if o.method == "auto" else o.method
+    if not model_loaded:
+        check_remote_code(info, o.trust_remote_code)
+    source = o.source or {"id": str(model_dir.resolve()), "revision": None}
+    alias = identify_model(source.get("id"), o.alias)
+    params, preset_block = resolve(o.preset, o.overrides, model_id=source.get("id"), alias=alias)
+    warnings = [preset_block["notice"]] if preset_block.get("notice") else []
+    warnings += validate_params(params, info.num_layers)
+    template = prompt_template(o, alias)
+    ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids
+    if not ids:
+        raise HeadbakeError(f"config.json names no image token id for {info.model_type}; pass --visual-token-id")
+    if not model_loaded:
+        open_checkpoint(model_dir)  # refuses pickle-only, truncated or malformed checkpoints before any loading
+    return Preflight(spec, model_dir, info, method, source, alias, params, preset_block, warnings, template, ids)
+
+
+@dataclass
+class Preflight:
+    """What the checks before loading found out, for the run that follows."""
+
+    spec: object
+    model_dir: Path
+    info: object
+    method: str
+    source: dict
+    alias: str | None
+    params: object
+    preset_block: dict
+    warnings: list
+    template: object
+    ids: tuple
+
+
+def _rejected(processor, dataset, start: int, batch: list, exc: Exception, template=None) -> HeadbakeError:
+    """Name the sample (its data line and image files) that the processor refused, retrying a batch one
+    sample at a time to find it."""
+    from headbake.data.prompts import build_inputs
+
+    culprit = 0
+    if len(batch) > 1:
+        for i, sample in enumerate(batch):
+            try:
+                build_inputs(processor, [sample], device="cpu", template=template)
+            except (ValueError, TypeError) as e:
+                culprit, exc = i, e
+                break
+    where = dataset.origins[start + culprit]
+    if dataset.image_files:
+        where += f" ({', '.join(dataset.image_files[start + culprit])})"
+    return HeadbakeError(f"the processor rejected {where}: {first_line(exc)}")
+
+
 def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     """Run a calibration and return the gains document (written to ``o.out`` when set).
 
@@ -137,39 +204,25 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
     import headbake
     from headbake.calibrate import data as data_mod
     from headbake.calibrate.agreement import per_input_agreement
-    from headbake.calibrate.presets import identify_model, resolve
     from headbake.calibrate.probe import probe_batch
     from headbake.calibrate.queries import generated_inputs, prompt_positions
-    from headbake.calibrate.selection import select_heads, validate_params
+    from headbake.calibrate.selection import select_heads
     from headbake.calibrate.stats import RunningStats, bootstrap_jaccard
     from headbake.calibrate.token_stats import image_token_warning, summarize, token_counts
-    from headbake.checkpoint import open_checkpoint
-    from headbake.gains import gains_document, write_json_atomic
-    from headbake.model.info import load_model_info, probe_path, visual_mask
     from headbake.data.prompts import build_inputs
+    from headbake.gains import gains_document, write_json_atomic
+    from headbake.model.info import visual_mask
 
-    spec = check_options(o)
-    model_dir = Path(o.model)
-    if not model_dir.is_dir():
-        raise HeadbakeError(f"model directory not found: {model_dir}")
-    info = load_model_info(model_dir)
-    method = probe_path(info.model_type) if o.method == "auto" else o.method
-    if model is None:
-        check_remote_code(info, o.trust_remote_code)
-    source = o.source or {"id": str(model_dir.resolve()), "revision": None}
-    alias = identify_model(source.get("id"), o.alias)
-    params, preset_block = resolve(o.preset, o.overrides, model_id=source.get("id"), alias=alias)
-    warnings = [preset_block["notice"]] if preset_block.get("notice") else []
-    warnings += validate_params(params, info.num_layers)
-    template = prompt_template(o, alias)
-    ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids
-    if not ids:
-        raise HeadbakeError(f"config.json names no image token id for {info.model_type}; pass --visual-token-id")
-    if model is None:
-        open_checkpoint(model_dir)  # refuses pickle-only or truncated checkpoints before any loading
+    pf = preflight(o, model_loaded=model is not None)
+    spec, model_dir, info, method, source = pf.spec, pf.model_dir, pf.info, pf.method, pf.source
+    params, preset_block, warnings, template, ids = pf.params, pf.preset_block, pf.warnings, pf.template, pf.ids
+    alias = pf.alias
     dataset = load_data(o)
     if dataset.note:
         warnings.append(dataset.note)
+    # Images too small for one visual token are refused, before the model is loaded (see check_image_sizes).
+    data_mod.check_image_sizes(dataset, data_mod.min_image_side(processor) if processor is not None
+                               else data_mod.min_image_side_of_model(model_dir))
 
     if model is None:
         from headbake.memory import plan_memory
@@ -193,9 +246,7 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
             try:
                 inputs = build_inputs(processor, batch, device=device, template=template)
             except (ValueError, TypeError) as e:
-                msg = first_line(e)
-                where = f"{dataset.origins[start]} (batch of {len(batch)})"
-                raise HeadbakeError(f"the processor rejected {where}: {msg}") from None
+                raise _rejected(processor, dataset, start, batch, e, template) from None
             vis = visual_mask(inputs["input_ids"], ids)
             for i in range(len(batch)):
                 if not bool(vis[i].any()):

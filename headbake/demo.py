@@ -63,6 +63,14 @@ def _tokenizer():
     )
 
 
+def sweep_stale_partials(out: str | os.PathLike) -> list[Path]:
+    """Remove ``.OUT.partial-<pid>`` build folders left by a demo build that was killed (its pid is gone)."""
+    from headbake.fsutil import sweep_dead_pid_dirs
+
+    out = Path(out)
+    return sweep_dead_pid_dirs(out.parent, f".{out.name}.partial-")
+
+
 def build_tiny_qwen25vl(
     out_dir: str | os.PathLike,
     dtype: str = "bfloat16",
@@ -84,6 +92,7 @@ def build_tiny_qwen25vl(
 
     hf_logging.disable_progress_bar()
     out = Path(out_dir)
+    sweep_stale_partials(out)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -53,3 +53,42 @@ def ensure_writable(path: str | os.PathLike, what: str = "output") -> None:
         probe.unlink()
     except OSError as e:
         raise HeadbakeError(f"cannot write {what} {path}: {e.strerror or e}") from None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one we may not signal still counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def sweep_dead_pid_dirs(parent: str | os.PathLike, prefix: str) -> list[Path]:
+    """Remove ``parent/PREFIX<pid>`` folders whose process is gone (a kill -9'd run's leftovers).
+
+    Folders of live processes, and names whose suffix is not a pid, are kept.
+    Returns what was removed.
+    """
+    import shutil
+
+    removed = []
+    parent = Path(parent)
+    if not parent.is_dir():
+        return removed
+    for p in parent.iterdir():
+        if not p.name.startswith(prefix):
+            continue
+        suffix = p.name[len(prefix):]
+        if not suffix.isdigit() or int(suffix) <= 0 or pid_alive(int(suffix)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

@@ -6,11 +6,11 @@ written by hand or by another tuner bake the same way.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
+from headbake.checkpoint import read_json
 from headbake.errors import HeadbakeError
 from headbake.fsutil import write_json_atomic  # noqa: F401 (re-exported: the gains file's writer)
 from headbake.model.info import ModelInfo
@@ -19,6 +19,8 @@ FORMAT = "headbake.gains/v1"
 
 
 def validate_gains(gains, num_layers: int, num_heads: int, where: str = "gains") -> list[list[float]]:
+    if num_layers < 1 or num_heads < 1:
+        raise HeadbakeError(f"{where}: the gains matrix is empty")
     if not isinstance(gains, list) or len(gains) != num_layers:
         n = len(gains) if isinstance(gains, list) else type(gains).__name__
         raise HeadbakeError(f"{where}: expected {num_layers} layers of gains, got {n}")
@@ -31,7 +33,10 @@ def validate_gains(gains, num_layers: int, num_heads: int, where: str = "gains")
         for head, g in enumerate(row):
             if isinstance(g, bool) or not isinstance(g, (int, float)):
                 raise HeadbakeError(f"{where}: gain at layer {layer} head {head} is not a number: {g!r}")
-            g = float(g)
+            try:
+                g = float(g)
+            except OverflowError:  # an integer beyond a double
+                g = math.inf
             if not math.isfinite(g) or g <= 0:
                 raise HeadbakeError(f"{where}: gain at layer {layer} head {head} must be finite and > 0, got {g}")
             clean.append(g)
@@ -45,14 +50,9 @@ def load_gains(path: str | os.PathLike, info: ModelInfo | None = None) -> dict:
     path = Path(path)
     if path.is_dir() and (path / "headbake.json").is_file():
         path = path / "headbake.json"  # a baked directory carries its gains in its record
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HeadbakeError(f"gains file not found: {path}") from None
-    except IsADirectoryError:
-        raise HeadbakeError(f"gains file is a directory: {path}") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise HeadbakeError(f"gains file is not valid JSON: {path} ({e})") from None
+    # Bounded, regular files only, and strict: a key given twice would make the gains ambiguous.
+    # NaN/Infinity are read so that validate_gains refuses them naming the layer and head.
+    doc = read_json(path, "gains file", strict=True, allow_nan=True)
     if isinstance(doc, dict) and str(doc.get("format", "")).startswith("headbake.baked/") \
             and isinstance(doc.get("gains"), dict):
         if doc.get("previous_bake"):

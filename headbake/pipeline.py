@@ -294,6 +294,13 @@ def _build(settings: ConvertSettings, resolved, key_in: str, work: Path, stages:
     def card_stage():
         rec = read_record(baked)
         rec.settings = settings.public()
+        if settings.gains_file is None:
+            if cal.get("data"):
+                rec.settings["data"] = {"kind": "jsonl", "fingerprint": (doc.get("data") or {}).get("fingerprint")}
+            elif cal.get("dataset"):
+                rec.settings["data"] = {"kind": "dataset", "name": Path(cal["dataset"]).name
+                                        if Path(cal["dataset"]).exists() else cal["dataset"],
+                                        "split": cal.get("split", "train")}
         rec.reproduce = reproduce_command(rec.source, rec.settings, out.name)
         write_record(baked, rec)
         if doc.get("visual_ratio"):

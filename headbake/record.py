@@ -161,7 +161,7 @@ def read_record(folder) -> Record:
     path = Path(folder)
     if path.is_dir():
         path = path / RECORD
-    return Record.from_dict(read_json(path, RECORD), str(path))
+    return Record.from_dict(read_json(path, RECORD, strict=True), str(path))
 
 
 def write_record(folder, record: Record) -> None:

@@ -150,7 +150,7 @@ def test_batch_size_query_modes_and_jsonl(tiny_fp32, loaded, tmp_path):
     data = tmp_path / "cal.jsonl"
     data.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     doc = run(data=str(data), batch_size=2, samples=None)
-    assert doc["samples"] == 3 and doc["data"]["name"] == str(data)
+    assert doc["samples"] == 3 and doc["data"]["name"] == "jsonl:cal.jsonl"  # the file name, never the local path
     assert not any("asked for" in w for w in doc["warnings"])
     o = CalibrateOptions(model=str(tiny_fp32), preset="demo", data=str(data), samples=10, bootstrap_rounds=0,
                          progress=False)
