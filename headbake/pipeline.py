@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from headbake.errors import CheckFailed, HeadbakeError
+from headbake.errors import CheckFailed, EnvironmentProblem, HeadbakeError
 from headbake.progress import bar as progress_bar
 
 STAGES = ("resolve", "calibrate", "bake", "verify", "card", "push")
@@ -195,14 +195,23 @@ def convert(settings: ConvertSettings) -> dict:
             result["reused"] = True
         else:
             from headbake.bake.output_dir import check_target
+            from headbake.diskfull import disk_full_message, is_disk_full, kept_in_work
+            from headbake.locks import writer_lock
 
             check_target(out, settings.overwrite, protected=[src])
-            work.mkdir(parents=True, exist_ok=True)
-            stages.state_path = work / "state.json"
-            stages.state.pop("out", None)
-            _build(settings, resolved, key_in, work, stages, result)
-            stages.state.update({"out": key_in, "stamps": _stamps(out)})
-            stages.save()
+            _preflight(settings, src, source)  # refusals before any work create nothing
+            with writer_lock(work, out):
+                stages.state_path = work / "state.json"
+                stages.state = stages._load()  # another run may have finished stages while we waited
+                stages.state.pop("out", None)
+                try:
+                    _build(settings, resolved, key_in, work, stages, result)
+                except OSError as e:
+                    if is_disk_full(e):
+                        raise EnvironmentProblem(disk_full_message(e, kept_in_work(work))) from None
+                    raise
+                stages.state.update({"out": key_in, "stamps": _stamps(out)})
+                stages.save()
             result["reused"] = False
         from headbake.record import read_record
 
@@ -224,6 +233,22 @@ def convert(settings: ConvertSettings) -> dict:
     result["reused_stages"] = stages.reused
     result["seconds"] = round(time.perf_counter() - stages.t0, 2)
     return result
+
+
+def _preflight(settings: ConvertSettings, src: Path, source: dict) -> None:
+    """The checks that need the model's files but not the model (remote code, preset, headers, images)."""
+    from headbake.calibrate.run import CalibrateOptions, load_data, preflight
+    from headbake.model.info import load_model_info
+    from headbake.model.loading import check_remote_code
+
+    if settings.gains_file is None:
+        o = CalibrateOptions(model=str(src), source=source, **settings.calibration)
+        pf = preflight(o)
+        from headbake.calibrate import data as data_mod
+
+        data_mod.check_image_sizes(load_data(o), data_mod.min_image_side_of_model(pf.model_dir))
+    elif settings.verify == "full":
+        check_remote_code(load_model_info(src), bool(settings.calibration.get("trust_remote_code")))
 
 
 def _file_digest(path) -> str:

@@ -65,7 +65,7 @@ def test_convert_demo_end_to_end(converted, home):
     assert f'model_id = "{out.name}"' in card  # the output's own name, not the work folder's
     # the work folder keeps only convert's cache keys (never published), nothing large
     work = out.parent / ".demo-headbake.headbake-work"
-    assert [p.name for p in work.iterdir()] == ["state.json"]
+    assert sorted(p.name for p in work.iterdir()) == [".lock", "state.json"]
     assert "state.json" not in {p.name for p in out.iterdir()}
 
 

@@ -247,3 +247,46 @@ def test_check_no_token_scans_across_chunks(tmp_path, canary_home, monkeypatch):
     with pytest.raises(HeadbakeError, match="big.txt holds your Hugging Face token") as e:
         check_no_token(tmp_path, ["clean.txt", "big.txt"])
     assert CANARY not in str(e.value)
+
+
+def test_canary_through_convert_and_push(src, gains, tmp_path, canary_home, caplog, capfd, monkeypatch):
+    """The canary is the real credential here: it authenticates the push, yet reaches no file, upload or log."""
+    import sys
+
+    from huggingface_hub import constants
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hubserver import FakeHub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(canary_home / "token"))
+    hub = FakeHub(tokens={CANARY: "alice"})
+    hub.start()
+    try:
+        out = tmp_path / "out"
+        r = run("convert", src, "--gains", gains, "--verify", "tensors", "-o", out, "--push-to-hub", "alice/m",
+                "--endpoint", hub.url, "-q")
+        assert r.exit_code == 0, r.output
+        uploaded = [hub.file_bytes("alice/m", f) for f in hub.tree("alice/m", "main")]
+        assert uploaded and not any(CANARY.encode() in b for b in uploaded)
+
+        # a token planted in the baked folder after the bake: the push refuses before any upload
+        commits = len(hub.commits("alice/m"))
+        shutil.copy(canary_home / "token", out / "notes.txt")
+        r = run("push", out, "alice/m", "--endpoint", hub.url)
+        assert r.exit_code == 2 and "notes.txt" in r.output, r.output
+        assert len(hub.commits("alice/m")) == commits
+        (out / "notes.txt").unlink()
+
+        # a source that links to the token file: convert refuses before anything is written or pushed
+        (src / "notes.txt").symlink_to(canary_home / "token")
+        r = run("convert", src, "--gains", gains, "--verify", "tensors", "-o", tmp_path / "out2",
+                "--push-to-hub", "alice/m2", "--endpoint", hub.url, "-q")
+        assert r.exit_code == 2 and "notes.txt" in r.output, r.output
+        assert "alice/m2" not in hub.repos and not (tmp_path / "out2").exists()
+        assert not list(tmp_path.glob(".out2.headbake-work*"))  # a refusal before work creates nothing
+        cap = capfd.readouterr()
+        _assert_no_canary(tmp_path, canary_home, r.output, caplog.text, cap.out, cap.err)
+    finally:
+        hub.stop()

@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard
 import headbake.hub.push as hubmod
 from headbake.cli import main
 from headbake.errors import HeadbakeError
-from headbake.hub import check_publishable, folder_files, push_folder, scrub, xet_allowed
+from headbake.hub import check_publishable, folder_files, publish, push_folder, scrub, xet_allowed
 from headbake.model_cards.render import render_card
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -80,7 +80,7 @@ def make_baked(src: Path, out: Path, verification: dict | None | str = "passed")
     record = {
         "format": "headbake.baked/v1", "headbake_version": "0.1.0", "torch_version": "2", "transformers_version": "5",
         "created": "2026-05-01T00:00:00+00:00",
-        "source": {"id": "someone/Tiny-VL", "revision": SRC_SHA, "path": str(src), "license": "apache-2.0"},
+        "source": {"id": "someone/Tiny-VL", "revision": SRC_SHA, "license": "apache-2.0"},
         "model": {"model_type": "qwen2_5_vl", "num_layers": layers, "num_heads": heads, "head_dim": 16},
         "gains": {"format": "headbake.gains/v1", "num_layers": layers, "num_heads": heads, "head_dim": 16,
                   "gains": gains},
@@ -436,3 +436,12 @@ def test_cli_in_a_subprocess_reads_endpoint_and_token_from_the_environment(baked
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 3 and proc.stderr.strip().startswith("Error: no Hugging Face token")
     assert proc.stderr.count("Error:") == 1
+
+
+def test_a_record_naming_local_paths_is_not_published(baked, hub, env):
+    rec = json.loads((baked / "headbake.json").read_text())
+    rec["source"]["path"] = str(baked.parent / "my-secret-models" / "tiny")
+    (baked / "headbake.json").write_text(json.dumps(rec))
+    with pytest.raises(HeadbakeError, match="names local paths"):
+        publish(baked, "alice/m", endpoint=hub.url)
+    assert not [q for q in hub.requests if "/commit/" in q.path]

@@ -41,6 +41,8 @@ def bake(src, gains_file, out, revision, overwrite, force, checksums, quiet):
     resolved = resolve_model(src, revision=revision, progress=not quiet)
     res = bake_checkpoint(resolved.path, gains_file, out, overwrite=overwrite, force=force, checksums=checksums,
                           progress=not quiet, source=resolved.source())
+    for w in res.warnings:
+        click.echo(f"Warning: {w}", err=True)
     how = ", ".join(f"{n} by {m}" for m, n in sorted(res.copy_methods.items()))
     click.echo(f"baked {res.edited_heads} heads in {res.edited_tensors} o_proj tensors -> {res.out} "
                f"({res.seconds:.1f} s; files copied: {how})")

@@ -118,7 +118,7 @@ def merge_cmd(parts, out, preset):
     from headbake.checkpoint import read_json
     from headbake.fsutil import write_json_atomic
 
-    docs = [read_json(Path(p), "gains file") for p in parts]
+    docs = [read_json(Path(p), "gains file", strict=True, allow_nan=True) for p in parts]
     doc = merge_documents(docs, preset=preset)
     write_json_atomic(out, doc)
     counts = doc["counts"]

@@ -119,6 +119,7 @@ def ensure_demo(progress: bool = True) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        demo.sweep_stale_partials(out)  # a kill -9 during an earlier first build left its .partial-<pid>
         if not (marker.is_file() and (out / "config.json").is_file()):
             if progress:
                 print(f"Building the tiny demo model in {out} (first use only)...", file=sys.stderr)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import os
 import re
 import time
@@ -38,6 +37,8 @@ from huggingface_hub import CommitOperationAdd, HfApi, RepoFile
 from huggingface_hub.errors import HfHubHTTPError
 
 from headbake import __version__
+from headbake.record import local_paths
+from headbake.safepaths import check_inside, check_no_token, safe_member
 from headbake.errors import EnvironmentProblem, HeadbakeError
 from headbake.fsutil import write_text_atomic
 from headbake.hub.download import card_license
@@ -85,12 +86,13 @@ def folder_files(folder: str | os.PathLike) -> list[str]:
 
 
 def _read_record(folder: Path) -> dict | None:
-    """``headbake.json`` as a dict, or None when it is missing or unreadable."""
+    """``headbake.json`` as a dict, or None when it is missing or invalid (``check_publishable`` refuses those)."""
+    from headbake.record import has_record, read_record
+
     try:
-        rec = json.loads((folder / RECORD_FILE).read_text())
-    except (OSError, ValueError):
+        return read_record(folder).to_dict() if has_record(folder) else None
+    except HeadbakeError:
         return None
-    return rec if isinstance(rec, dict) else None
 
 
 def _default_message(folder: Path) -> tuple[str, str]:
@@ -145,18 +147,18 @@ def check_publishable(folder: str | os.PathLike, *, allow_unbaked: bool = False,
         warnings.append(f"{folder} has no {RECORD_FILE}; pushing it as a plain folder")
         rec = None
     else:
-        try:
-            rec = json.loads(record.read_text())
-        except (OSError, ValueError) as e:
-            raise HeadbakeError(f"{record} is not readable JSON ({e})") from None
-        if not isinstance(rec, dict) or not str(rec.get("format", "")).startswith("headbake.baked/"):
-            raise HeadbakeError(f"{record} is not a headbake.baked record")
+        from headbake.record import read_record
+
+        rec = read_record(folder).to_dict()  # strict, bounded and validated
+        leaks = local_paths(rec)
+        if leaks:
+            raise HeadbakeError(f"{record} names local paths ({', '.join(leaks[:2])}); refusing to publish them")
     if not (folder / CARD_FILE).is_file():
         hint = "`headbake card DIR` renders it from headbake.json" if rec is not None else "write one first"
         raise HeadbakeError(f"{folder} has no {CARD_FILE} model card; {hint}")
     if rec is not None:
         for rel, meta in (rec.get("files") or {}).items():
-            p = folder / rel
+            p = safe_member(folder, rel, what=f"{RECORD_FILE} file")
             size = meta.get("size") if isinstance(meta, dict) else None
             if not p.is_file():
                 raise HeadbakeError(f"{p} is listed in {RECORD_FILE} but missing; re-run the bake")
@@ -381,6 +383,10 @@ def publish(folder, repo_id: str, *, private: bool = False, branch: str | None =
     """
     folder = Path(folder)
     warnings = check_publishable(folder, allow_unbaked=allow_unbaked, force=force)
+    files = folder_files(folder)
+    for rel in files:
+        check_inside(folder, folder / rel)  # no link that leads out of the folder goes up
+    check_no_token(folder, [f for f in files if not f.endswith(".safetensors")])
     card = card_for_repo(folder, repo_id)
     res = push_folder(folder, repo_id, private=private, branch=branch, create_pr=create_pr, endpoint=endpoint,
                       commit_message=commit_message,
