@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs headbake and what its tests need into the current Python.
 # torch/torchvision first, pinned: the only pair whose torchvision imports on these machines
-# (the Qwen2.5-VL processor needs torchvision in transformers 5.x).
+# (the Qwen2.5-VL processor needs torchvision in transformers 5.x). They are also pyproject.toml's
+# torch/torchvision floors: scripts/check_floors.sh tests the floors on this base Python's pair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -237,7 +237,8 @@ def bad_inputs(tmp_path, tiny_fp32):
     ok = json.dumps({"image": "ok.png", "question": "How many?"})
     return {
         "no_image_tokens_id": ([tiny_fp32, "--visual-token-id", 5], "has no image tokens"),
-        "no_image_tokens_template": ([noimg], "image_pad"),
+        # transformers 5.24's processor refuses the prompt itself; 5.18's passes it and headbake's own check refuses
+        "no_image_tokens_template": ([noimg], ("image_pad", "has no image tokens")),
         "unreadable_image": ([tiny_fp32, "--data", _bad_jsonl(tmp_path, ok + "\n" + json.dumps(
             {"image": "broken.png", "question": "q"}))], "line 2: cannot read image"),
         "missing_image": ([tiny_fp32, "--data", _bad_jsonl(tmp_path, json.dumps(
@@ -284,7 +285,7 @@ def test_bad_input_one_line_nothing_written(case, bad_inputs, tmp_path):
     res = _run("calibrate", *args, "--out", out, "-q")
     assert res.exit_code not in (0, None), res.output
     line = _error_line(res)
-    assert fragment in line, line
+    assert any(f in line for f in ((fragment,) if isinstance(fragment, str) else fragment)), line
     assert not out.exists() and not out.parent.exists()
     assert set(Path(tmp_path).rglob("*")) == before
 
