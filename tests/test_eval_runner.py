@@ -289,3 +289,20 @@ def test_progress_switch(monkeypatch):
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     assert progress_enabled() is True
+
+
+def test_a_per_input_factory_plugs_in(planted, rows, best_gains, forced_run):
+    """Any ``model -> context manager`` runs as an arm; entered once, removed after (the vanilla arm after it is clean)."""
+    from headbake.bake.hook import apply_gains
+
+    entered = []
+
+    def factory(model):
+        entered.append(1)
+        return apply_gains(model, best_gains)
+
+    arm = A.per_input(planted.model_dir, factory, {"stand_in": "static best gains"})
+    run = run_arms([arm, A.vanilla(planted.model_dir)], rows, FORCED, question_text=P.question_text, progress=False)
+    assert entered == [1]
+    assert [r.choice for r in run.results["per-input"]] == [r.choice for r in forced_run.results["hooked"]]
+    assert [r.choice for r in run.results["vanilla"]] == [r.choice for r in forced_run.results["vanilla"]]

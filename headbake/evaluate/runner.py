@@ -97,7 +97,7 @@ class RowResult:
 @dataclass
 class EvalRun:
     results: dict  # arm name -> [RowResult] in row order
-    arms: dict  # arm name -> {"model": fingerprint, "identity": ..., "seconds": ..., "computed": ...}
+    arms: dict  # arm name -> {"model": fingerprint, "identity", "computed": rows run now, "seconds", "cpu_seconds"}
     settings: dict
 
     def outputs(self, arm: str) -> dict:
@@ -484,15 +484,14 @@ def run_arms(
     settings_key = digest(settings.cache_dict())
     bar_on = progress_enabled(progress)
 
-    # Row keys need the prompt text, i.e. a processor: the first arm's, identical for every arm on one base model.
     fingerprints = {a.name: model_fingerprint(a.model_dir) for a in arms}
     groups: dict[str, list[Arm]] = {}
     for a in arms:
         groups.setdefault(str(Path(a.model_dir).resolve()), []).append(a)
 
     results: dict[str, list] = {a.name: [None] * len(rows) for a in arms}
-    meta = {a.name: {"model": fingerprints[a.name], "identity": a.identity, "computed": 0, "seconds": 0.0}
-            for a in arms}
+    meta = {a.name: {"model": fingerprints[a.name], "identity": a.identity, "computed": 0, "seconds": 0.0,
+                     "cpu_seconds": 0.0} for a in arms}
     for members in groups.values():
         _run_group(members, rows, settings, cache, settings_key, fingerprints, question_text, bar_on, on_row,
                    results, meta)
@@ -560,7 +559,7 @@ def _run_arm(arm, model, processor, rows, keys, settings, cache, forced, questio
     todo = [b for b in batches if any(out[i] is None for i in b)]
     if not todo:
         return
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     done = sum(r is not None for r in out)
     bar = tqdm(total=len(rows), initial=done, desc=f"{arm.name} ({settings.mode})", unit="row", file=sys.stderr,
                disable=not bar_on, dynamic_ncols=True)
@@ -590,8 +589,10 @@ def _run_arm(arm, model, processor, rows, keys, settings, cache, forced, questio
     finally:
         bar.close()
         meta[arm.name]["seconds"] += time.perf_counter() - t0
+        meta[arm.name]["cpu_seconds"] += time.process_time() - c0
 
 
-def rows_per_second(run: EvalRun, arm: str) -> float:
+def rows_per_second(run: EvalRun, arm: str, clock: str = "seconds") -> float:
+    """Rows computed per second of the arm's own time (model loading excluded); ``clock``: seconds | cpu_seconds."""
     m = run.arms[arm]
-    return m["computed"] / m["seconds"] if m["seconds"] > 0 and m["computed"] else math.nan
+    return m["computed"] / m[clock] if m[clock] > 0 and m["computed"] else math.nan
