@@ -306,3 +306,22 @@ def test_a_per_input_factory_plugs_in(planted, rows, best_gains, forced_run):
     assert entered == [1]
     assert [r.choice for r in run.results["per-input"]] == [r.choice for r in forced_run.results["hooked"]]
     assert [r.choice for r in run.results["vanilla"]] == [r.choice for r in forced_run.results["vanilla"]]
+
+
+def test_graded_results_feed_the_report(forced_run, rows):
+    from dataclasses import asdict, dataclass
+
+    @dataclass
+    class Score:  # the shape of headbake.evaluate.scoring.Score
+        extracted: str | None
+        correct: bool
+        method: str
+
+        def as_dict(self):
+            return asdict(self)
+
+    graded = forced_run.graded(rows, lambda row, out: Score(out, out == row.answer, "stand-in"))
+    assert set(graded) == {"vanilla", "baked", "hooked"}
+    assert {i for i, g in graded["vanilla"].items() if g["correct"]} == P.scenarios()["vanilla"].correct
+    first = graded["hooked"]["yn-00"]
+    assert first["raw"] == first["extracted"] == "yes" and first["mode"] == "forced" and set(first["scores"]) == {"yes", "no"}

@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from headbake.errors import HeadbakeError, first_line
@@ -102,6 +102,26 @@ class EvalRun:
 
     def outputs(self, arm: str) -> dict:
         return {r.id: r.output for r in self.results[arm]}
+
+    def graded(self, rows, score) -> dict:
+        """``{arm: {row id: {"raw", "extracted", "correct", "method", ...}}}``, the report's input.
+
+        ``score(row, output)`` grades one output and returns an object with
+        ``as_dict()`` (``headbake.evaluate.scoring.score_row``); skipped rows are left out.
+        """
+        by_id = {str(r.id): r for r in rows}
+        out = {}
+        for arm, results in self.results.items():
+            per = {}
+            for res in results:
+                if res is None or res.skipped:
+                    continue
+                extra = {"scores": res.scores} if res.scores is not None else {
+                    "new_tokens": res.new_tokens, "truncated": res.truncated}
+                per[res.id] = {"raw": res.output, **score(by_id[res.id], res.output or "").as_dict(),
+                               "mode": res.mode, **extra}
+            out[arm] = per
+        return out
 
 
 # ----------------------------------------------------------------------------- settings and rows
