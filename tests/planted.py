@@ -44,6 +44,13 @@ heads (``BEST_SELECTION_BOUNDS``), with ``g_perc`` in [1.19, 1.31] and
 ``g_reas`` in a band around ``2.55 - g_perc`` (``best_gain_cells()``): 22
 of 24 rows right against 13 for the vanilla model. Two rows are labelled
 against their colour (no setting fixes them).
+
+The facts hold for prompts laid out as ``question_text`` below (the layout of
+``headbake.evaluate.rows.prompt_text``: options as "A. red" lines, so each
+option letter appears once), with or without the forced-mode suffix
+"Answer:", and for S_v calibrated on the rows' bare questions or on those
+prompts (only R's S_v moves, 0.015 -> ~0.012). They do not hold for other
+image sizes (S_v depends on the 4 image tokens a 56x56 square gives).
 """
 
 from __future__ import annotations
