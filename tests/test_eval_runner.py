@@ -325,3 +325,19 @@ def test_graded_results_feed_the_report(forced_run, rows):
     assert {i for i, g in graded["vanilla"].items() if g["correct"]} == P.scenarios()["vanilla"].correct
     first = graded["hooked"]["yn-00"]
     assert first["raw"] == first["extracted"] == "yes" and first["mode"] == "forced" and set(first["scores"]) == {"yes", "no"}
+
+
+def test_fingerprint_uses_hub_blob_names(tmp_path):
+    """A Hub snapshot's LFS files are symlinks to blobs named by their sha256: no hashing needed."""
+    from headbake.evaluate.cache import file_digest
+
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    name = "ab" * 32
+    (blobs / name).write_bytes(b"not what the name says")
+    snap = tmp_path / "snapshots" / "rev"
+    snap.mkdir(parents=True)
+    (snap / "model.safetensors").symlink_to(blobs / name)
+    (snap / "config.json").write_text("{}")
+    assert file_digest(snap / "model.safetensors") == name
+    assert file_digest(snap / "config.json") == __import__("hashlib").sha256(b"{}").hexdigest()
