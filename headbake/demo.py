@@ -45,7 +45,7 @@ CORPUS = [
 ]
 
 
-def _tokenizer():
+def _tokenizer(extra_corpus=()):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -56,7 +56,7 @@ def _tokenizer():
         vocab_size=420, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator((CORPUS + list(extra_corpus)) * 4, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
         model_max_length=32768, padding_side="left",
@@ -80,8 +80,16 @@ def build_tiny_qwen25vl(
     hidden_size: int = 64,
     num_heads: int = 4,
     num_kv_heads: int = 2,
+    rope_theta: float = 10000.0,
+    extra_corpus=(),
+    edit=None,
 ) -> Path:
-    """Write the tiny model to ``out_dir`` (atomically) and return it."""
+    """Write the tiny model to ``out_dir`` (atomically) and return it.
+
+    ``extra_corpus`` adds sentences to the tokenizer's training text (so their
+    words become whole tokens); ``edit(model, tokenizer)`` may set weights by
+    hand before the model is cast to ``dtype`` and saved (tests plant circuits so).
+    """
     import torch
     from transformers import (
         Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
@@ -97,7 +105,7 @@ def build_tiny_qwen25vl(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
 
-    tokenizer = _tokenizer()
+    tokenizer = _tokenizer(extra_corpus)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     head_dim = hidden_size // num_heads
     quarter = head_dim // 4
@@ -107,7 +115,7 @@ def build_tiny_qwen25vl(
             vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
             num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
             max_position_embeddings=4096, rms_norm_eps=1e-6, initializer_range=0.08,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            rope_parameters={"rope_type": "default", "rope_theta": float(rope_theta), "mrope_section": mrope},
             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
@@ -123,6 +131,8 @@ def build_tiny_qwen25vl(
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    if edit is not None:
+        edit(model, tokenizer)
     model.to(getattr(torch, dtype))
     total = sum(p.numel() * p.element_size() for p in model.state_dict().values())
     model.save_pretrained(tmp, max_shard_size=max(total // shards + 1, 1024))

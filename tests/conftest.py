@@ -25,3 +25,11 @@ def tiny_fp32(tmp_path_factory):
     from headbake.demo import build_tiny_qwen25vl
 
     return build_tiny_qwen25vl(tmp_path_factory.mktemp("models") / "tiny-fp32", dtype="float32", seed=1)
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory):
+    """The tiny Qwen2.5-VL with a planted answer circuit and its 24-row eval set (see tests/planted.py)."""
+    from planted import build_planted
+
+    return build_planted(tmp_path_factory.mktemp("planted"))
