@@ -33,22 +33,11 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from headbake.evaluate.rows import EvalRow
+
 LETTERS = "ABCD"
-
-
-@dataclass(frozen=True)
-class BenchRow:
-    """The fields the runner reads (``headbake.evaluate.rows.EvalRow`` has the same)."""
-
-    id: str
-    images: list
-    question: str
-    answer: str
-    choices: list | None
-    type: str
 
 
 def _question_text():
@@ -72,9 +61,9 @@ def bench_rows(n: int) -> list:
     rows = []
     for i, s in enumerate(synthetic_samples(n, seed=1)):
         if i % 2:
-            rows.append(BenchRow(f"r{i}", [s.image], s.question, "A", ["2", "3", "4", "5"], "multiple_choice"))
+            rows.append(EvalRow(f"r{i}", [s.image], s.question, "A", ["2", "3", "4", "5"], "multiple_choice"))
         else:
-            rows.append(BenchRow(f"r{i}", [s.image], f"{s.question} Is the answer more than 3?", "yes", None, "yes_no"))
+            rows.append(EvalRow(f"r{i}", [s.image], f"{s.question} Is the answer more than 3?", "yes", None, "yes_no"))
     return rows
 
 

@@ -50,7 +50,7 @@ def weights_digest(model) -> str:
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode() + str(t.dtype).encode())
-        h.update(t.detach().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().contiguous().view(torch.uint8).cpu().numpy().tobytes())
     return h.hexdigest()
 
 
