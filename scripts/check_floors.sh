@@ -113,7 +113,7 @@ from packaging.version import Version
 
 import headbake.bake
 
-MODULE = {"pillow": "PIL", "math-verify": "math_verify", "huggingface-hub": "huggingface_hub"}
+MODULE = {"pillow": "PIL", "math-verify": "math_verify", "huggingface-hub": "huggingface_hub", "scikit-image": "skimage"}
 venv = Path(sys.prefix).resolve()
 rows, bad = [], []
 for line in open(sys.argv[1]).read().split():
