@@ -39,13 +39,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import torch
+from transformers import PreTrainedModel
+
 from headbake.errors import HeadbakeError
 
 
 def reference_dtype(stored):
     """The dtype whose rounding is far below the stored one's: float64 for float32, else float32."""
-    import torch
-
     return torch.float64 if stored == torch.float32 else torch.float32
 
 
@@ -72,7 +73,6 @@ def _own_tensors(module):
 @dataclass
 class UpcastPlan:
     """Which modules are upcast around their own forward, and which tensors stay wide for the whole run."""
-
     wide: object  # torch.dtype
     units: list = field(default_factory=list)  # [(qualified name, module)]
     residents: list = field(default_factory=list)  # [(module, tensor name)]
@@ -87,8 +87,6 @@ class UpcastPlan:
 
 def plan_upcast(model, wide) -> UpcastPlan:
     """Cut the module tree into units no bigger than its biggest single module (see the module docstring)."""
-    import torch
-
     itemsize = torch.empty((), dtype=wide).element_size()
     modules = dict(model.named_modules(remove_duplicate=False))
     subtree = {}
@@ -134,7 +132,6 @@ def plan_upcast(model, wide) -> UpcastPlan:
             if is_buffer:
                 add_resident(module, name, t)
     # ``PreTrainedModel.dtype`` is the first floating parameter: glue code casts float inputs to it.
-    from transformers import PreTrainedModel
 
     for module in modules.values():
         if isinstance(module, PreTrainedModel):

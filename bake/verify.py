@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from headbake.bake.verify_tensors import verify_tensors
 from headbake.errors import HeadbakeError
 from headbake.gains import load_gains, validate_gains
 from headbake.model.info import load_model_info
@@ -22,7 +23,6 @@ def _gains_for(baked: Path, gains_file, info):
 def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, new_tokens=8, device="auto",
                device_map=None, trust_remote_code=False, progress=True, record=False, max_memory=None,
                offload_folder=None) -> dict:
-    from headbake.bake.verify_tensors import verify_tensors
 
     src, baked = Path(src), Path(baked)
     for p, what in ((src, "source"), (baked, "baked")):

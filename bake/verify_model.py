@@ -20,17 +20,23 @@ from __future__ import annotations
 import gc
 import sys
 
+import torch
+from transformers.utils import logging as hf_logging
+
+from headbake.bake.reference import reference_dtype, stored_dtype, upcast_forward
+from headbake.data.prompts import build_inputs
+from headbake.data.samples import synthetic_samples
+from headbake.devices import input_device, resolve_device
 from headbake.errors import HeadbakeError, first_line
-from headbake.progress import bar as progress_bar
 from headbake.model.loading import load_model, load_processor
+from headbake.progress import bar as progress_bar
+from headbake.runtime import apply_gains
 
 FLOOR_FACTOR = 2.0
 ABS_SLACK = {"max_abs_logit": 1e-5, "kl_max": 1e-9}
 
 
 def _free() -> None:
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -47,11 +53,6 @@ def _load(path, info, dtype, device, device_map, trust_remote_code, max_memory=N
 
 def _inputs(path, info, samples: int, trust_remote_code: bool):
     """Real image+text prompts through the model's own processor (token ids for text-only models)."""
-    import torch
-
-    from headbake.data.prompts import build_inputs
-    from headbake.data.samples import synthetic_samples
-
     if info.arch.get("multimodal"):
         processor = load_processor(path, trust_remote_code=trust_remote_code)
         return dict(build_inputs(processor, synthetic_samples(samples, seed=1234))), getattr(processor, "tokenizer", None)
@@ -62,10 +63,6 @@ def _inputs(path, info, samples: int, trust_remote_code: bool):
 
 
 def _run(model, inputs, positions: int, new_tokens: int, pad_id):
-    import torch
-
-    from headbake.devices import input_device
-
     dev = input_device(model)  # not a parameter's device: an offloaded one is on "meta"
     batch = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in inputs.items()}
     with torch.no_grad():
@@ -84,8 +81,6 @@ def _run(model, inputs, positions: int, new_tokens: int, pad_id):
 
 def compare_logits(a, b) -> dict:
     """Distances between two logit tensors ``[batch, positions, vocab]``; KL is KL(a || b)."""
-    import torch
-
     a64, b64 = a.double(), b.double()
     la, lb = torch.log_softmax(a64, -1), torch.log_softmax(b64, -1)
     kl = (la.exp() * (la - lb)).sum(-1)
@@ -107,20 +102,12 @@ def greedy_match(a, b) -> float:
 
 def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=16, device="auto",
                  device_map=None, trust_remote_code=False, progress=True, max_memory=None, offload_folder=None) -> dict:
-    import torch
-
-    from headbake.bake.reference import reference_dtype, stored_dtype, upcast_forward
-    from headbake.runtime import apply_gains
-
-    from headbake.devices import resolve_device
 
     device = resolve_device(device)
     inputs, tok = _inputs(src, info, samples, trust_remote_code)
     pad_id = getattr(tok, "pad_token_id", None) if tok is not None else 0
     steps = ["load source", "vanilla", "hooked", "reference dtype", "load baked", "baked"]
 
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     bar = progress_bar(len(steps), "verify model", unit="step", enabled=progress)

@@ -68,7 +68,6 @@ def _compare_file(src: Path, dst: Path, skip, pool, bar) -> tuple[bool, str, str
 
 def verify_tensors(src, baked, gains, progress: bool = True) -> dict:
     """Compare ``baked`` with ``src`` given the ``gains`` matrix; returns a JSON-able report."""
-
     src, baked = Path(src), Path(baked)
     info = load_model_info(src)
     sck, bck = open_checkpoint(src), open_checkpoint(baked)

@@ -130,7 +130,6 @@ def compare_calibrations(a: dict, b: dict) -> dict:
 
 def format_comparison(result: dict, name_a: str = "A", name_b: str = "B") -> str:
     """The text of ``headbake heads --compare A B``."""
-
     def fmt(items):
         return " ".join(f"{r['class'][0].upper()}{r['layer']}.{r['head']}" for r in items) or "none"
 

@@ -12,10 +12,13 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from headbake import strictjson
 from headbake.bounded import MAX_IMAGE_BYTES, MAX_JSONL_BYTES, open_regular, read_bounded
-from headbake.errors import HeadbakeError, first_line
+from headbake.checkpoint import read_json
 from headbake.data.samples import Sample, fingerprint, synthetic_samples  # noqa: F401 (fingerprint re-exported)
+from headbake.errors import HeadbakeError, first_line
 
 EMBEDDED_DEFAULT_SAMPLES = 64
 EMBEDDED_SEED = 0
@@ -42,7 +45,6 @@ def embedded(n: int | None = None) -> CalibrationData:
 def _open_image(path: Path, where: str):
     """Decode one image; every failure (missing, not a regular file, too large, a decompression bomb,
     truncated, not an image) is refused naming the data line and the image file."""
-    from PIL import Image
 
     try:
         f = open_regular(path, "image", MAX_IMAGE_BYTES)
@@ -101,8 +103,6 @@ def load_jsonl(path, limit: int | None = None) -> CalibrationData:
 
 def _hf_image(value, where):
     """A datasets image cell: PIL image, {"bytes"/"path"} dict, path string, or a list of those."""
-    from PIL import Image
-
     if isinstance(value, (list, tuple)):
         if not value:
             raise HeadbakeError(f"{where}: empty image list")
@@ -177,7 +177,6 @@ def min_image_side(processor) -> int | None:
 def min_image_side_of_model(model_dir) -> int | None:
     """``min_image_side`` from the processor config saved beside a model, without loading anything:
     ``preprocessor_config.json`` (Hub layout) or ``processor_config.json``'s ``image_processor``."""
-    from headbake.checkpoint import read_json
 
     model_dir = Path(model_dir)
     if (model_dir / "preprocessor_config.json").is_file():

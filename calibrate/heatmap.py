@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from headbake.errors import HeadbakeError
+from headbake.fsutil import atomic_path
 
 
 def _matrix(doc, key):
@@ -101,7 +104,6 @@ def plot_heatmap(doc: dict, path) -> Path:
     sv = _matrix(doc, "visual_ratio")
     if sv is None:
         raise HeadbakeError("this gains file has no visual_ratio (S_v) matrix to plot; was it written by calibrate?")
-    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -143,7 +145,6 @@ def plot_heatmap(doc: dict, path) -> Path:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7, frameon=False,
                   facecolor="#555555")
     fig.tight_layout()
-    from headbake.fsutil import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 
+from headbake.calibrate.presets import resolve
+from headbake.calibrate.selection import Params, select_heads
+from headbake.calibrate.stats import merge_stats
 from headbake.errors import HeadbakeError
 
 IDENTITY = ("format", "model_type", "num_layers", "num_heads", "head_dim")
@@ -34,9 +37,6 @@ def merge_documents(docs, preset: str | None = None, overrides: dict | None = No
 
     The preset is the first document's unless ``preset``/``overrides`` are given.
     """
-    from headbake.calibrate.presets import resolve
-    from headbake.calibrate.selection import Params, select_heads
-    from headbake.calibrate.stats import merge_stats
 
     docs = list(docs)
     if not docs:

@@ -27,13 +27,18 @@ are supported: remote code that computes attention inside its own module
 
 from __future__ import annotations
 
+import torch
+
+from headbake.calibrate.probe import _ACTIVE, PROBE_NAME, _AttnSwitch, _default_method, register_probe
+from headbake.calibrate.queries import query_spec
+from headbake.calibrate.selection import validate_params
 from headbake.errors import HeadbakeError
 from headbake.model.info import decoder_layers
+from headbake.model.info import visual_token_ids as config_ids
 
 
 class _State:
     """What the current input measures (probe side) and selected (hook side)."""
-
     def __init__(self):
         self.measuring = False
         self.positions = None  # [B, P]
@@ -59,7 +64,6 @@ class _State:
 
 class PerInputHandle:
     """Removable per-input rescaling; also a context manager. ``gains`` holds the last input's selection."""
-
     def __init__(self, model, params, num_layers):
         self.model, self.params, self.num_layers = model, params, num_layers
         self.state = _State()
@@ -68,8 +72,6 @@ class PerInputHandle:
     @property
     def gains(self):
         """``[batch, layers, heads]`` float64 gains chosen for the last new input (None before any)."""
-        import torch
-
         if not self.state.gains or len(self.state.gains) != self.num_layers:
             return None
         return torch.stack([self.state.gains[l] for l in range(self.num_layers)], 1)
@@ -129,12 +131,6 @@ def apply_per_input(model, params, query: str = "last", k: int | None = None, vi
             out = model.generate(**inputs, max_new_tokens=64)
         handle.selected()  # what each sample of the last input selected
     """
-    import torch
-
-    from headbake.calibrate.probe import _ACTIVE, PROBE_NAME, _AttnSwitch, _default_method, register_probe
-    from headbake.calibrate.queries import query_spec
-    from headbake.calibrate.selection import validate_params
-    from headbake.model.info import visual_token_ids as config_ids
 
     spec = query_spec(query, k)
     if spec.mode == "generated_k":

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from headbake.calibrate.selection import PARAM_NAMES, Params
 from headbake.errors import HeadbakeError
+from headbake.hub.ids import looks_like_repo_id
+from headbake.model.aliases import aliases
 
 PAPER_OCEAN_R1 = {"l_perc": 7, "l_reas": 3, "tau_perc": 0.22, "tau_reas": 0.01, "g_perc": 1.16, "g_reas": 1.30}
 
@@ -112,8 +114,6 @@ def get_preset(name: str) -> Preset:
 
 def identify_model(model_id: str | None = None, alias: str | None = None) -> str | None:
     """The alias a model is known by: ``alias`` itself, or the alias whose name or Hub repo is ``model_id``."""
-    from headbake.model.aliases import aliases
-
     table = aliases()
     for name in (alias, model_id):
         if not name:
@@ -127,9 +127,6 @@ def identify_model(model_id: str | None = None, alias: str | None = None) -> str
 
 def default_preset_for(model_id: str | None = None, alias: str | None = None) -> tuple[str, str | None]:
     """``(preset name, notice or None)`` that ``--preset default`` means for this model."""
-    from headbake.hub.ids import looks_like_repo_id
-    from headbake.model.aliases import aliases
-
     known = identify_model(model_id, alias)
     name = aliases()[known].get("preset") if known else None
     if name:
@@ -185,8 +182,6 @@ def resolve(name: str, overrides: dict | None = None, *, model_id: str | None = 
 
 def describe() -> str:
     """The text of ``headbake presets``."""
-    from headbake.model.aliases import aliases
-
     marks = {PAPER_MAIN: "*", PAPER_SUPPLEMENT: "+", HEADBAKE: " "}
     lines = [
         "Presets (* the paper's main text, arXiv 2510.10285; + the paper's supplementary material as transcribed",

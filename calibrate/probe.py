@@ -23,7 +23,12 @@ from __future__ import annotations
 import contextvars
 import inspect
 
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
 from headbake.errors import HeadbakeError
+from headbake.model.info import architectures, decoder_layers
+from headbake.model.info import visual_token_ids
 
 PROBE_NAME = "headbake_probe"
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("headbake_probe_state", default=None)
@@ -32,7 +37,6 @@ _REGISTERED = False
 
 class _ProbeState:
     """What one forward pass should measure, and what it measured."""
-
     def __init__(self, positions, vis):
         self.positions = positions  # [B, P] long, indices into the query length
         self.vis = vis  # [B, L] bool, visual key positions
@@ -53,7 +57,6 @@ def visual_share_from_qk(query, key, attention_mask, scaling, positions, vis):
     (plain causal, aligned bottom-right as sdpa's ``is_causal`` skip implies),
     a boolean mask (True = attend) or an additive float mask, ``[B|1, 1|H, Lq, Lk]``.
     """
-    import torch
 
     bsz, hq, lq, dim = query.shape
     hkv, lk = key.shape[1], key.shape[2]
@@ -90,8 +93,6 @@ def visual_share_from_qk(query, key, attention_mask, scaling, positions, vis):
 
 def visual_share_from_weights(weights, positions, vis):
     """``S_v`` ``[B, H, P]`` from full eager weights ``[B, H, Lq, Lk]`` (hooks path)."""
-    import torch
-
     bsz, heads, _, lk = weights.shape
     if vis.shape[-1] != lk:
         raise HeadbakeError(f"visual mask covers {vis.shape[-1]} positions but attention sees {lk} keys")
@@ -102,8 +103,6 @@ def visual_share_from_weights(weights, positions, vis):
 
 def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
     """sdpa for the output; S_v of the probed rows on the side (decoder layers only)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     out = sdpa_attention_forward(
         module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
     )
@@ -114,7 +113,6 @@ def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     # (the per-input mode's decode steps).
     if state is None or layer_idx is None or not causal or not getattr(state, "measuring", True):
         return out
-    import torch
 
     with torch.no_grad():
         positions, vis = state.on(query.device)
@@ -154,7 +152,6 @@ def _configs(model):
 
 class _AttnSwitch:
     """Temporarily set a model's attention implementation; restore every config exactly."""
-
     def __init__(self, model, name):
         self.model, self.name = model, name
 
@@ -170,8 +167,6 @@ class _AttnSwitch:
 
 
 def _forward(model, inputs):
-    import torch
-
     kwargs = dict(inputs)
     params = inspect.signature(model.forward).parameters
     kwargs["use_cache"] = False
@@ -207,8 +202,6 @@ def _run_registry(model, inputs, positions, vis, strict=True):
 
 def _run_hooks(model, inputs, positions, vis, layers):
     """Eager weights, reduced inside a hook per layer and never kept."""
-    import torch
-
     rows, handles = {}, []
 
     def pre(module, args, kwargs):
@@ -249,8 +242,6 @@ def _run_hooks(model, inputs, positions, vis, layers):
 
 def _default_method(model) -> str:
     """Known remote-code models go straight to hooks; everything else tries the registry first."""
-    from headbake.model.info import architectures
-
     arch = architectures().get(getattr(model.config, "model_type", None)) or {}
     return "hooks" if arch.get("probe") == "hooks" else "auto"
 
@@ -265,11 +256,6 @@ def probe_batch(model, inputs, positions, weights=None, visual_mask=None, method
     bypass the registry, else the registry with a hooks fallback when the model
     cannot switch to it or no decoder layer's attention reached it).
     """
-    import torch
-
-    from headbake.model.info import decoder_layers
-    from headbake.model.info import visual_mask as make_visual_mask
-    from headbake.model.info import visual_token_ids
 
     layers = decoder_layers(model)
     num_layers = len(layers)
@@ -278,9 +264,9 @@ def probe_batch(model, inputs, positions, weights=None, visual_mask=None, method
         raise HeadbakeError("inputs must include input_ids")
     bsz, length = input_ids.shape
     if visual_mask is None:
-        visual_mask = make_visual_mask(input_ids, visual_token_ids(model.config))
+        visual_mask = visual_positions(input_ids, visual_token_ids(model.config))
     elif not isinstance(visual_mask, torch.Tensor):
-        visual_mask = make_visual_mask(input_ids, tuple(visual_mask))
+        visual_mask = visual_positions(input_ids, tuple(visual_mask))
     vis = visual_mask.to(torch.bool)
     if tuple(vis.shape) != (bsz, length):
         raise HeadbakeError(f"visual_mask has shape {tuple(vis.shape)}, inputs have {(bsz, length)}")
@@ -351,7 +337,6 @@ def visual_attention_ratio(model, inputs, visual_mask=None, query_positions=(-1,
     indices into the (padded) sequence, negative from the end; ``-1`` is the
     last prompt token, the one that emits the first answer token.
     """
-    import torch
 
     length = inputs["input_ids"].shape[1]
     bsz = inputs["input_ids"].shape[0]
@@ -359,3 +344,11 @@ def visual_attention_ratio(model, inputs, visual_mask=None, query_positions=(-1,
     positions = torch.tensor([pos] * bsz, dtype=torch.long)
     per_sample = probe_batch(model, inputs, positions, visual_mask=visual_mask, method=method)
     return per_sample.mean(0)
+
+
+def visual_positions(input_ids, ids):
+    """Boolean ``[batch, seq]`` mask of the positions holding any of ``ids``."""
+    if not ids:
+        raise HeadbakeError("no visual token ids known for this model; pass them explicitly (--visual-token-id)")
+    ref = torch.tensor(list(ids), device=input_ids.device, dtype=input_ids.dtype)
+    return torch.isin(input_ids, ref)

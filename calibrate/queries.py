@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from headbake.errors import HeadbakeError
 
 MODES = ("last", "last_k", "generated_k")
@@ -51,8 +53,6 @@ def query_spec(mode: str, k: int | None) -> QuerySpec:
 
 def prompt_positions(inputs, spec: QuerySpec):
     """``(positions [B, k], weights [B, k])`` of the last k prompt tokens (left padding: same indices for all)."""
-    import torch
-
     ids = inputs["input_ids"]
     bsz, length = ids.shape
     k = spec.k if spec.mode == "last_k" else 1
@@ -78,7 +78,6 @@ def generated_inputs(model, inputs, k: int, visual_ids=()):
     ``visual_ids`` (image/video placeholders) are banned from generation: one
     generated placeholder would break the image-feature count of the probe pass.
     """
-    import torch
 
     ids = inputs["input_ids"]
     bsz, plen = ids.shape

@@ -8,117 +8,35 @@ the very end, so a failed run leaves nothing behind.
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from headbake.devices import input_device, resolve_device
-from headbake.model.loading import DTYPES, check_remote_code, load_model, load_processor
+import numpy as np
+import torch
+
+import headbake
+from headbake.calibrate import data
+from headbake.calibrate import data as data_mod
+from headbake.calibrate.agreement import per_input_agreement
+from headbake.calibrate.options import CalibrateOptions, check_options, prompt_template  # noqa: F401 (re-exported)
+from headbake.calibrate.presets import identify_model, resolve
+from headbake.calibrate.probe import probe_batch
+from headbake.calibrate.queries import generated_inputs, prompt_positions
+from headbake.calibrate.selection import select_heads, validate_params
+from headbake.calibrate.stats import RunningStats, bootstrap_jaccard
+from headbake.calibrate.token_stats import image_token_warning, summarize, token_counts
+from headbake.checkpoint import open_checkpoint
+from headbake.data.prompts import build_inputs
+from headbake.devices import input_device
 from headbake.errors import HeadbakeError, first_line
+from headbake.gains import gains_document, write_json_atomic
+from headbake.calibrate.probe import visual_positions
+from headbake.model.info import load_model_info, probe_path
+from headbake.model.loading import check_remote_code, load_model, load_processor
 from headbake.progress import bar as progress_bar
 
 
-
-def _opt(default=None, help="", **cli):
-    """A calibration setting; ``cli`` holds what the command line needs (flag, type, choices, is_flag)."""
-    return field(default=default, metadata={"help": help, **cli})
-
-
-@dataclass
-class CalibrateOptions:
-    """Every calibration setting, declared once: ``headbake.cli.options`` turns the fields that carry a
-    ``help`` into command-line flags for ``calibrate`` and ``convert``."""
-
-    model: str
-    out: str | None = None
-    preset: str = _opt("default", "Selection preset (see `headbake presets`; default: the model's own).")
-    l_perc: int | None = _opt(None, "Override: last decoder layer (0-based) for perceptual heads.", min=0)
-    l_reas: int | None = _opt(None, "Override: first decoder layer (0-based) for reasoning heads.", min=0)
-    tau_perc: float | None = _opt(None, "Override: perceptual heads need S_v >= tau_perc.")
-    tau_reas: float | None = _opt(None, "Override: reasoning heads need S_v <= tau_reas.")
-    g_perc: float | None = _opt(None, "Override: gain of perceptual heads.")
-    g_reas: float | None = _opt(None, "Override: gain of reasoning heads.")
-    data: str | None = _opt(None, 'JSONL file of {"image": path | [paths], "question": str}.', path=True)
-    dataset: str | None = _opt(None, "Hugging Face dataset name or local path (needs the 'datasets' extra).")
-    split: str = _opt("train", "Dataset split.")
-    image_column: str = _opt("image", "Dataset column holding the image(s).")
-    question_column: str = _opt("question", "Dataset column holding the question.")
-    samples: int | None = _opt(None, "Number of samples (embedded set: default 64; files: all).", min=1)
-    batch_size: int = _opt(4, "Samples per forward pass.", min=1)
-    device: str | None = _opt(None, "auto, cpu, cuda, cuda:1, ... [default: auto: cuda if available].")
-    device_map: str | None = _opt(None, "Spread the model over devices (and CPU/disk) with accelerate.",
-                                  choices=("auto",))
-    max_memory: str | None = _opt(None, "With --device-map auto: per-device limits, e.g. 'cpu=8GiB,0=20GiB' or "
-                                  "one size for every device.")
-    offload_folder: str | None = _opt(None, "With --device-map auto: folder for weights that fit in no memory "
-                                      "(disk offload).", dir=True)
-    dtype: str = _opt("auto", "The checkpoint's dtype (auto), or float32, bfloat16, float16.", choices=DTYPES)
-    query: str = _opt("last", "Query position i* (the paper does not say which; this is a choice): the last prompt "
-                      "token, the mean over the last k prompt tokens, or over the first k generated tokens.",
-                      choices=("last", "last-k", "generated-k"))
-    k: int | None = _opt(None, "Positions to average for last-k / generated-k.", min=1)
-    visual_token_ids: tuple = _opt((), "Override the image/video placeholder token ids (repeatable).",
-                                   flag="--visual-token-id", type=int, multiple=True)
-    bootstrap_rounds: int = _opt(200, "Bootstrap resamples for the selection-stability estimate (0: skip).",
-                                 flag="--bootstrap", min=0)
-    seed: int = _opt(0, "Bootstrap seed.")
-    trust_remote_code: bool = _opt(False, "Allow the checkpoint's own Python code (Kimi-VL needs it).", is_flag=True)
-    method: str = "auto"  # probe path: auto | registry | hooks
-    source: dict | None = None  # {"id", "revision"}; default: the local directory, no revision
-    prompt_template: str | None = _opt(None, "User message with one {question} slot (.txt), or JSON "
-                                       '{"user", "system"}; default: the model\'s own prompt.', path=True)
-    alias: str | None = None  # the alias the model was named by (else found from source["id"])
-    progress: bool = True
-
-    @property
-    def overrides(self) -> dict:
-        return {k: getattr(self, k) for k in OVERRIDES}
-
-
-OVERRIDES = ("l_perc", "l_reas", "tau_perc", "tau_reas", "g_perc", "g_reas")
-
-
-def check_options(o: CalibrateOptions):
-    """Every check that needs neither the model nor its files (the CLI runs it before a download)."""
-    from headbake.calibrate.queries import query_spec
-
-    if o.samples is not None and (isinstance(o.samples, bool) or o.samples < 1):
-        raise HeadbakeError(f"--samples must be at least 1, got {o.samples}")
-    if o.batch_size < 1:
-        raise HeadbakeError(f"--batch-size must be at least 1, got {o.batch_size}")
-    if o.dtype not in DTYPES:
-        raise HeadbakeError(f"--dtype must be one of {', '.join(DTYPES)}, got {o.dtype!r}")
-    if o.data and o.dataset:
-        raise HeadbakeError("give either --data or --dataset, not both")
-    if o.device_map not in (None, "auto"):
-        raise HeadbakeError(f"--device-map supports only 'auto', got {o.device_map!r}")
-    if o.device_map and o.device not in (None, "auto"):
-        raise HeadbakeError("give either --device or --device-map auto, not both")
-    if not o.device_map:
-        resolve_device(o.device)  # a wrong --device fails before the model is loaded
-    if o.bootstrap_rounds < 0:
-        raise HeadbakeError("--bootstrap must be >= 0")
-    if o.out is not None:
-        out = Path(o.out)
-        if out.is_dir():
-            raise HeadbakeError(f"--out is a directory: {out}")
-    if o.prompt_template is not None:
-        from headbake.data.prompts import load_prompt_template
-
-        load_prompt_template(o.prompt_template)
-    return query_spec(o.query, o.k)
-
-
-def prompt_template(o: CalibrateOptions, alias: str | None):
-    """The prompt calibration uses: ``--prompt-template`` if given, else the alias's own (else the bare question)."""
-    from headbake.data.prompts import load_prompt_template, prompt_for
-
-    return load_prompt_template(o.prompt_template) if o.prompt_template else prompt_for(alias)
-
-
 def load_data(o: CalibrateOptions):
-    from headbake.calibrate import data
-
     if o.data:
         return data.load_jsonl(o.data, o.samples)
     if o.dataset:
@@ -130,10 +48,6 @@ def preflight(o: CalibrateOptions, model_loaded: bool = False) -> Preflight:
     """Every check that needs the model's files but not the model: the model folder, its config and
     architecture, remote code without the flag, the preset against its layers, the prompt template, the image
     token ids and the weights' safetensors headers. ``convert`` runs it before it creates any work folder."""
-    from headbake.calibrate.presets import identify_model, resolve
-    from headbake.calibrate.selection import validate_params
-    from headbake.checkpoint import open_checkpoint
-    from headbake.model.info import load_model_info, probe_path
 
     spec = check_options(o)
     model_dir = Path(o.model)
@@ -160,7 +74,6 @@ def preflight(o: CalibrateOptions, model_loaded: bool = False) -> Preflight:
 @dataclass
 class Preflight:
     """What the checks before loading found out, for the run that follows."""
-
     spec: object
     model_dir: Path
     info: object
@@ -177,7 +90,6 @@ class Preflight:
 def _rejected(processor, dataset, start: int, batch: list, exc: Exception, template=None) -> HeadbakeError:
     """Name the sample (its data line and image files) that the processor refused, retrying a batch one
     sample at a time to find it."""
-    from headbake.data.prompts import build_inputs
 
     culprit = 0
     if len(batch) > 1:
@@ -198,20 +110,6 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
 
     ``model``/``processor`` may be passed in (already loaded) to skip loading.
     """
-    import numpy as np
-    import torch
-
-    import headbake
-    from headbake.calibrate import data as data_mod
-    from headbake.calibrate.agreement import per_input_agreement
-    from headbake.calibrate.probe import probe_batch
-    from headbake.calibrate.queries import generated_inputs, prompt_positions
-    from headbake.calibrate.selection import select_heads
-    from headbake.calibrate.stats import RunningStats, bootstrap_jaccard
-    from headbake.calibrate.token_stats import image_token_warning, summarize, token_counts
-    from headbake.data.prompts import build_inputs
-    from headbake.gains import gains_document, write_json_atomic
-    from headbake.model.info import visual_mask
 
     pf = preflight(o, model_loaded=model is not None)
     spec, model_dir, info, method, source = pf.spec, pf.model_dir, pf.info, pf.method, pf.source
@@ -247,7 +145,7 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
                 inputs = build_inputs(processor, batch, device=device, template=template)
             except (ValueError, TypeError) as e:
                 raise _rejected(processor, dataset, start, batch, e, template) from None
-            vis = visual_mask(inputs["input_ids"], ids)
+            vis = visual_positions(inputs["input_ids"], ids)
             for i in range(len(batch)):
                 if not bool(vis[i].any()):
                     raise HeadbakeError(
@@ -259,7 +157,7 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
             prompt_tokens += lengths
             if spec.mode == "generated_k":
                 inputs, positions, weights = generated_inputs(model, inputs, spec.k, ids)
-                vis = visual_mask(inputs["input_ids"], ids)
+                vis = visual_positions(inputs["input_ids"], ids)
             else:
                 positions, weights = prompt_positions(inputs, spec)
             values = probe_batch(model, inputs, positions, weights, visual_mask=vis, method=method)

@@ -22,7 +22,6 @@ STATS_FORMAT = "headbake.welford/v1"
 
 class RunningStats:
     """Mergeable per-head mean/variance of per-sample ``S_v`` matrices ``[layers, heads]``."""
-
     def __init__(self, shape, count: int = 0, mean=None, m2=None):
         self.shape = tuple(int(s) for s in shape)
         self.count = int(count)

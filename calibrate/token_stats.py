@@ -9,6 +9,8 @@ says so.
 
 from __future__ import annotations
 
+from transformers import Qwen2VLImageProcessor
+
 MIN_MEAN_IMAGE_TOKENS = 256
 
 # Qwen2.5-VL-7B-Instruct's image processor settings (its preprocessor_config.json).
@@ -50,8 +52,6 @@ def image_token_warning(mean: float | None, is_demo: bool) -> str | None:
 
 def qwen25vl_7b_image_processor():
     """A real ``Qwen2VLImageProcessor`` configured like Qwen2.5-VL-7B's, built offline."""
-    from transformers import Qwen2VLImageProcessor
-
     return Qwen2VLImageProcessor(**QWEN25VL_7B_IMAGE_PROCESSOR)
 
 

@@ -141,7 +141,6 @@ def _is_u64(x) -> bool:
 
 def _entry(shard: str, tname: str, info) -> tuple[str, tuple[int, ...], int, int]:
     """(dtype, shape, start, end) of one header entry, checked as the format defines it."""
-
     def bad(why: str):
         return HeadbakeError(f"{shard}: corrupt safetensors header entry for {tname!r} ({why})")
 

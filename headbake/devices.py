@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import torch
+
 from headbake.errors import EnvironmentProblem, HeadbakeError
 
 
 def resolve_device(device: str | None) -> str:
     """``None``/``auto`` -> cuda when available, else cpu; anything else must exist on this machine."""
-    import torch
-
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -28,7 +28,6 @@ def input_device(model):
     meta device between forwards): accelerate runs modules mapped to "cpu"
     or "disk" on the map's first accelerator, or on the CPU when it has none.
     """
-    import torch
 
     try:
         emb = model.get_input_embeddings()

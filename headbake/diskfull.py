@@ -11,6 +11,9 @@ import errno
 import os
 from pathlib import Path
 
+from headbake.checkpoint import read_json
+from headbake.errors import HeadbakeError
+
 
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -18,9 +21,6 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def kept_in_work(work: str | os.PathLike) -> str | None:
     """The resumable state a convert work folder holds, as a phrase; None when it holds none."""
-    from headbake.checkpoint import read_json
-    from headbake.errors import HeadbakeError
-
     work = Path(work)
     parts = []
     if (work / "heads.json").is_file():

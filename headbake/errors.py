@@ -15,19 +15,16 @@ OK, CHECK_FAILED, USAGE, ENVIRONMENT, INTERRUPTED = 0, 1, 2, 3, 130
 
 class HeadbakeError(Exception):
     """A problem with the user's input (not a bug)."""
-
     exit_code = USAGE
 
 
 class EnvironmentProblem(HeadbakeError):
     """The input is fine but the machine or the network is not: Hub, network, disk, memory, device."""
-
     exit_code = ENVIRONMENT
 
 
 class CheckFailed(HeadbakeError):
     """A verification ran and found a difference."""
-
     exit_code = CHECK_FAILED
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
+
+from headbake.errors import HeadbakeError
 
 
 @contextlib.contextmanager
@@ -37,7 +40,6 @@ def ensure_writable(path: str | os.PathLike, what: str = "output") -> None:
     Probes with a hidden file in the nearest existing ancestor (missing parent
     directories are created later, by the writer) and leaves nothing behind.
     """
-    from headbake.errors import HeadbakeError
 
     path = Path(path).absolute()
     if path.is_dir():
@@ -74,7 +76,6 @@ def sweep_dead_pid_dirs(parent: str | os.PathLike, prefix: str) -> list[Path]:
     Folders of live processes, and names whose suffix is not a pid, are kept.
     Returns what was removed.
     """
-    import shutil
 
     removed = []
     parent = Path(parent)

@@ -22,7 +22,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelerate.utils import convert_file_size_to_int, get_max_memory
+
+from headbake.checkpoint import open_checkpoint
+from headbake.devices import resolve_device
 from headbake.errors import HeadbakeError
+from headbake.model.info import load_model_info
 
 ENV_LIMIT = "HEADBAKE_MEMORY_LIMIT"
 DEFAULT_TOKENS = 1024  # per calibration sample: a benchmark image gives a 7B Qwen2.5-VL several hundred image tokens
@@ -59,8 +64,6 @@ def _device_key(key: str):
 
 def parse_size(text) -> int:
     """``8GiB`` / ``8GB`` / ``512MiB`` / plain bytes -> bytes, in accelerate's units (it reads them the same way)."""
-    from accelerate.utils import convert_file_size_to_int
-
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
@@ -117,8 +120,6 @@ def _cgroup_available() -> int | None:
 
 def detect_available() -> dict:
     """Free memory now: ``{"cpu": bytes, 0: bytes, ...}`` (GPUs by index)."""
-    from accelerate.utils import get_max_memory
-
     try:
         found = dict(get_max_memory())
     except Exception:  # a broken GPU driver must not stop a CPU plan
@@ -155,7 +156,6 @@ def _available(override) -> tuple[dict, str]:
 @dataclass
 class CheckpointSize:
     """Weights as the headers declare them: no tensor is read."""
-
     params: int
     bytes: int  # in the dtype the model will be loaded in
     largest: int  # elements of the largest tensor (a whole module is upcast or onloaded at once)
@@ -164,8 +164,6 @@ class CheckpointSize:
 
 def checkpoint_size(model_dir, dtype: str = "auto") -> CheckpointSize:
     """Sizes from the safetensors headers; ``dtype`` other than auto re-prices the floating tensors."""
-    from headbake.checkpoint import open_checkpoint
-
     ck = open_checkpoint(model_dir)
     params = nbytes = largest = 0
     by_dtype: dict = {}
@@ -226,7 +224,6 @@ def activation_bytes(config: dict, arch: dict, *, tokens: int, batch: int, items
 @dataclass
 class MemoryPlan:
     """What one command will hold and where; ``check()`` refuses or plans offloading before anything loads."""
-
     step: str
     device: str  # "cpu", "cuda:0" ... or "auto" with --device-map auto
     dtype: str
@@ -375,8 +372,6 @@ def plan_memory(model_dir, step: str, *, device: str | None = None, device_map: 
         raise HeadbakeError(f"--device-map supports only 'auto', got {device_map!r}")
     if (max_memory or offload_folder) and not device_map:
         raise HeadbakeError("--max-memory and --offload-folder need --device-map auto")
-    from headbake.devices import resolve_device
-    from headbake.model.info import load_model_info
 
     info = info or load_model_info(model_dir)
     size = checkpoint_size(model_dir, dtype)

@@ -29,7 +29,6 @@ VERIFY_MODES = ("full", "tensors", "none")
 @dataclass
 class ConvertSettings:
     """Everything convert was asked to do (``calibration`` holds ``CalibrateOptions`` fields)."""
-
     model: str
     out: Path
     revision: str | None = None
@@ -92,7 +91,6 @@ def _stamps(folder: Path) -> dict:
 
 class Stages:
     """One progress display over the stages, and the reuse-or-run rule with keys kept in the work folder."""
-
     def __init__(self, names, progress: bool, state_path: Path | None = None):
         self.names = list(names)
         self.bar = progress_bar(len(self.names), "convert", unit="stage", enabled=progress,

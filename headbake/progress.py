@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from tqdm.auto import tqdm
+
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -26,7 +28,5 @@ def progress_enabled(requested: bool = True) -> bool:
 
 def bar(total=None, desc: str = "", unit: str = "it", enabled: bool = True, **kw):
     """A tqdm bar on stderr with ETA, or a silent stand-in with the same methods."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not progress_enabled(enabled),
                 dynamic_ncols=True, **kw)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import shlex
 from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
 from headbake import __version__
+from headbake.checkpoint import read_json
 from headbake.errors import HeadbakeError
+from headbake.fsutil import write_json_atomic
 
 FORMAT = "headbake.baked/v1"
 RECORD = "headbake.json"
@@ -93,7 +96,6 @@ def local_paths(doc, *, extra: tuple[str, ...] = ()) -> list[str]:
 @dataclass
 class Record:
     """``headbake.json``. ``gains`` is the embedded ``headbake.gains/v1`` document."""
-
     source: dict
     model: dict
     gains: dict
@@ -156,8 +158,6 @@ def has_record(folder) -> bool:
 
 def read_record(folder) -> Record:
     """The validated record of a baked directory (or a path to a ``headbake.json``)."""
-    from headbake.checkpoint import read_json
-
     path = Path(folder)
     if path.is_dir():
         path = path / RECORD
@@ -166,8 +166,6 @@ def read_record(folder) -> Record:
 
 def write_record(folder, record: Record) -> None:
     """Validate and write atomically; refuses a record that would publish a local path."""
-    from headbake.fsutil import write_json_atomic
-
     doc = record.to_dict()
     Record.from_dict(doc)
     leaks = local_paths(doc)
@@ -183,9 +181,6 @@ def reproduce_command(source: dict, settings: dict | None, out_name: str) -> str
     local ``--data`` file is named by its fingerprint (the user must supply the
     same data); a bake from given gains reads them back from ``headbake.json``.
     """
-    import shlex
-
-    from headbake import __version__
 
     src = public_source(source)
     model = src.get("id") or "BASE_MODEL"

@@ -15,13 +15,14 @@ Usage::
 
 from __future__ import annotations
 
+import torch
+
 from headbake.errors import HeadbakeError
 from headbake.model.info import decoder_layers
 
 
 class GainsHandle:
     """Removable set of pre-hooks; also a context manager."""
-
     def __init__(self, handles):
         self._handles = handles
 
@@ -40,8 +41,6 @@ class GainsHandle:
 
 def apply_gains(model, gains, paths=None) -> GainsHandle:
     """Scale each head's slice of every decoder ``o_proj`` input by its gain."""
-    import torch
-
     layers = decoder_layers(model, paths)
     if len(gains) != len(layers):
         raise HeadbakeError(f"gains cover {len(gains)} layers, the model has {len(layers)}")

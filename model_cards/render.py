@@ -17,8 +17,12 @@ import re
 from importlib import resources
 from pathlib import Path
 
+import jinja2
+from huggingface_hub import ModelCard, ModelCardData
+
+from headbake.fsutil import write_text_atomic
 from headbake.hub.ids import looks_like_repo_id
-from headbake.record import public_source
+from headbake.record import public_source, reproduce_command
 
 PAPER_ARXIV = "2510.10285"
 PAPER_URL = f"https://arxiv.org/abs/{PAPER_ARXIV}"
@@ -201,8 +205,6 @@ def _verification(ver) -> tuple[dict | None, dict | None, str]:
 
 def _reproduce(prov: dict, command: str | None, out_name: str) -> str:
     """The command shown under "Reproduce": given, recorded, or rebuilt from the record (never local paths)."""
-    from headbake.record import reproduce_command
-
     if command:
         return command
     if prov.get("reproduce"):
@@ -223,8 +225,6 @@ def _base_short(source_id: str) -> str:
 
 def card_data(prov: dict, license: str | None = None):
     """The YAML metadata as a ``ModelCardData``."""
-    from huggingface_hub import ModelCardData
-
     src = public_source(prov.get("source"))
     source_id = src.get("id") or ""
     model = prov.get("model") or {}
@@ -256,8 +256,6 @@ def card_text(
     license: str | None = None,
 ) -> str:
     """The full README.md text (YAML + Markdown); ``heatmap`` is a path relative to the card, or None."""
-    import jinja2
-
     prov = provenance or {}
     src = public_source(prov.get("source"))
     source_id = str(src.get("id") or "")
@@ -433,7 +431,6 @@ def card_text(
                              keep_trailing_newline=True)
     text = env.from_string(template).render(**ctx)
     text = re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
-    from huggingface_hub import ModelCard
 
     card = ModelCard(text)  # parses the YAML back: a card the Hub cannot read never reaches disk
     return str(card.content)
@@ -522,7 +519,6 @@ def render_card(
         raise HeadbakeError(f"output directory not found: {out}")
     hm = heatmap if heatmap and (out / heatmap).is_file() else None
     text = card_text(provenance, command, hm, repo_id=repo_id, out_name=out_name or out.name, license=license)
-    from headbake.fsutil import write_text_atomic
 
     write_text_atomic(out / CARD_FILE, text)
     return text

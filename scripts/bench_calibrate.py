@@ -47,7 +47,6 @@ def _rss_kb(field):
 
 class PeakMemory:
     """Peak memory added during a block, in MiB (None when it cannot be measured)."""
-
     def __init__(self, device):
         self.device = device
         self.extra_mib = None
@@ -137,10 +136,11 @@ def run_modes(model, inputs, device):
     import torch
 
     from headbake.calibrate.probe import probe_batch
-    from headbake.model.info import visual_mask, visual_token_ids
+    from headbake.calibrate.probe import visual_positions
+    from headbake.model.info import visual_token_ids
 
     length = inputs["input_ids"].shape[1]
-    vis = visual_mask(inputs["input_ids"], visual_token_ids(model.config))
+    vis = visual_positions(inputs["input_ids"], visual_token_ids(model.config))
     positions = torch.full((1, 1), length - 1, dtype=torch.long)
 
     def sync():

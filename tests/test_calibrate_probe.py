@@ -50,14 +50,15 @@ def _eager_sv(eager, inputs, positions, vis):
 
 @pytest.fixture(scope="module")
 def padded(fp32_models):
-    from headbake.model.info import visual_mask, visual_token_ids
+    from headbake.calibrate.probe import visual_positions
+    from headbake.model.info import visual_token_ids
     from headbake.data.prompts import build_inputs
 
     sdpa, _, proc = fp32_models
     inputs = build_inputs(proc, _samples())
     lengths = inputs["attention_mask"].sum(1)
     assert len(set(lengths.tolist())) == len(lengths), "test batch must have different lengths"
-    vis = visual_mask(inputs["input_ids"], visual_token_ids(sdpa.config))
+    vis = visual_positions(inputs["input_ids"], visual_token_ids(sdpa.config))
     assert len(set(vis.sum(1).tolist())) > 1  # different image-token counts too
     return inputs, vis
 
@@ -123,13 +124,14 @@ def test_probe_changes_nothing_and_restores(fp32_models, padded):
 
 def test_unpadded_single_sample(fp32_models):
     from headbake.calibrate import visual_attention_ratio
-    from headbake.model.info import visual_mask, visual_token_ids
+    from headbake.calibrate.probe import visual_positions
+    from headbake.model.info import visual_token_ids
     from headbake.data.prompts import build_inputs
 
     sdpa, eager, proc = fp32_models
     inputs = build_inputs(proc, _samples()[:1])
     assert bool(inputs["attention_mask"].all())
-    vis = visual_mask(inputs["input_ids"], visual_token_ids(sdpa.config))
+    vis = visual_positions(inputs["input_ids"], visual_token_ids(sdpa.config))
     length = inputs["input_ids"].shape[1]
     ref = _eager_sv(eager, inputs, [[length - 1, length - 2]], vis)
     got = visual_attention_ratio(sdpa, inputs, query_positions=(-1, -2))
@@ -170,9 +172,10 @@ def test_generated_k_positions_match_eager(fp32_models, padded):
     with torch.no_grad():
         ref_tokens = sdpa.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert torch.equal(ref_tokens[:, plen:plen + positions.shape[1]], ext["input_ids"][:, plen:])
-    from headbake.model.info import visual_mask, visual_token_ids
+    from headbake.calibrate.probe import visual_positions
+    from headbake.model.info import visual_token_ids
 
-    vis = visual_mask(ext["input_ids"], visual_token_ids(sdpa.config))
+    vis = visual_positions(ext["input_ids"], visual_token_ids(sdpa.config))
     got = probe_batch(sdpa, ext, positions, weights, visual_mask=vis)
     with torch.no_grad():
         out = eager(**ext, output_attentions=True, use_cache=False)
@@ -196,9 +199,10 @@ def test_bf16_probe_close_to_eager(tiny_bf16):
     proc = AutoProcessor.from_pretrained(tiny_bf16)
     inputs = build_inputs(proc, _samples()[:2])
     got = visual_attention_ratio(model, inputs)
-    from headbake.model.info import visual_mask, visual_token_ids
+    from headbake.calibrate.probe import visual_positions
+    from headbake.model.info import visual_token_ids
 
-    vis = visual_mask(inputs["input_ids"], visual_token_ids(model.config))
+    vis = visual_positions(inputs["input_ids"], visual_token_ids(model.config))
     length = inputs["input_ids"].shape[1]
     ref = _eager_sv(eager, inputs, [[length - 1]] * 2, vis).mean(0)
     assert got.dtype == torch.float32

@@ -64,12 +64,13 @@ def _samples():
 
 def _shares(model, proc, samples):
     """Image tokens / real tokens per sample, counted from the processor output alone."""
-    from headbake.model.info import visual_mask, visual_token_ids
+    from headbake.calibrate.probe import visual_positions
+    from headbake.model.info import visual_token_ids
     from headbake.data.prompts import build_inputs
 
     ids = visual_token_ids(model.config)
     inp = build_inputs(proc, samples)
-    vis = visual_mask(inp["input_ids"], ids)
+    vis = visual_positions(inp["input_ids"], ids)
     return (vis.sum(1).double() / inp["attention_mask"].sum(1).double()).numpy()
 
 

@@ -35,7 +35,6 @@ def error_line(exc: BaseException) -> tuple[str, int]:
 
 class HeadbakeGroup(click.Group):
     """Every failure becomes ``Error: ...`` on one line and its exit code (table in ``headbake.errors``)."""
-
     def list_commands(self, ctx):
         names = super().list_commands(ctx)
         return [n for n in FLOW if n in names] + sorted(n for n in names if n not in FLOW)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from headbake.calibrate.run import CalibrateOptions
+from headbake.calibrate.options import CalibrateOptions
 
 def _option(f) -> click.Option:
     meta = dict(f.metadata)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+from PIL import Image, ImageDraw, ImageFont
+
 COLORS = {
     "red": (214, 39, 40), "blue": (31, 119, 180), "green": (44, 160, 44), "orange": (255, 127, 14),
     "purple": (148, 103, 189), "brown": (140, 86, 75), "gray": (127, 127, 127), "yellow": (230, 200, 20),
@@ -47,14 +49,10 @@ def number(question: str, kind: str = "an integer") -> str:
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     return ImageFont.load_default(size=max(10, int(size)))
 
 
 def _canvas(size, background=(255, 255, 255)):
-    from PIL import Image, ImageDraw
-
     img = Image.new("RGB", size, background)
     return img, ImageDraw.Draw(img)
 

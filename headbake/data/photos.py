@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
+from PIL import Image
+
 from headbake.data.drawings import multiple_choice, number, yes_no
 
 # name -> (licence as skimage.data states it, questions: kind, text, [correct, distractors...])
@@ -70,8 +73,6 @@ def _load(name: str):
         from headbake.errors import HeadbakeError
 
         raise HeadbakeError("the embedded calibration set needs scikit-image (pip install scikit-image)") from None
-    import numpy as np
-    from PIL import Image
 
     arr = np.asarray(getattr(data, name)())
     if arr.dtype == bool:
@@ -81,8 +82,6 @@ def _load(name: str):
 
 def draw_photo(rng, size, index: int):
     """Photo ``index`` (cycling over ``PHOTOS``), cropped, maybe mirrored and resized to ``size``'s long side."""
-    from PIL import Image
-
     name = list(PHOTOS)[index % len(PHOTOS)]
     img = _load(name)
     w, h = img.size

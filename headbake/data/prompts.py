@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headbake.errors import HeadbakeError
+from headbake.model.aliases import aliases
 
 SLOT = "{question}"
 MAX_TEMPLATE_BYTES = 64 * 1024
@@ -27,7 +28,6 @@ MAX_TEMPLATE_BYTES = 64 * 1024
 @dataclass(frozen=True)
 class PromptTemplate:
     """A user text with one ``{question}`` slot, an optional system message, and where it came from."""
-
     user: str = SLOT
     system: str | None = None
     source: str = "the question alone"
@@ -108,7 +108,6 @@ def prompt_for(alias: str | None) -> PromptTemplate:
     """The alias's own prompt (``aliases.json``), or the bare question for a model headbake does not know."""
     if not alias:
         return BARE
-    from headbake.model.aliases import aliases
 
     spec = (aliases().get(alias) or {}).get("prompt")
     if not spec:

@@ -18,6 +18,9 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from headbake.data.drawings import DRAWINGS
+from headbake.data.photos import draw_photo
+
 LONG_SIDE = (448, 1024)  # pixels, inclusive
 ASPECTS = ((4, 3), (3, 2), (1, 1), (16, 10), (3, 4), (2, 3))
 
@@ -39,8 +42,6 @@ def _size(rng: random.Random) -> tuple[int, int]:
 
 def kinds() -> list[str]:
     """The sample kinds, in the order the set cycles through them."""
-    from headbake.data.drawings import DRAWINGS
-
     return [*DRAWINGS, "photo"]
 
 
@@ -50,8 +51,6 @@ def synthetic_samples(n: int = 32, seed: int = 0, size: tuple[int, int] | None =
     ``size`` fixes every image's size (else each gets a long side of 448-1024 px
     and a common aspect ratio).
     """
-    from headbake.data.drawings import DRAWINGS
-    from headbake.data.photos import draw_photo
 
     order = kinds()
     out = []

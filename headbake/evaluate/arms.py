@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Callable
 
 from headbake.errors import HeadbakeError
+from headbake.gains import load_gains, validate_gains
+from headbake.model.info import load_model_info
+from headbake.runtime import apply_gains
 
 ARM_NAMES = ("vanilla", "baked", "hooked", "per-input")
 
@@ -56,9 +59,6 @@ def gains_digest(gains) -> str:
 
 def gains_matrix(model_dir, gains) -> list[list[float]]:
     """``gains``: a gains file / baked directory path, a gains document, or a matrix; checked against the model."""
-    from headbake.gains import load_gains, validate_gains
-    from headbake.model.info import load_model_info
-
     info = load_model_info(model_dir)
     if isinstance(gains, (str, os.PathLike)):
         return load_gains(gains, info)["gains"]
@@ -77,8 +77,6 @@ def baked(baked_dir) -> Arm:
 
 def hooked(model_dir, gains, name: str = "hooked") -> Arm:
     """The model with static ``gains`` applied by the runtime hook (what ``baked`` must reproduce)."""
-    from headbake.runtime import apply_gains
-
     model_dir = _model_dir(model_dir, "the model")
     matrix = gains_matrix(model_dir, gains)
     return Arm(name, model_dir, lambda model: apply_gains(model, matrix), {"gains_sha256": gains_digest(matrix)})

@@ -16,9 +16,11 @@ import hashlib
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from headbake.errors import HeadbakeError
+from headbake.hashing import sha256_file
 
 FORMAT = "headbake.eval-cache/v1"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -46,8 +48,6 @@ def _blob_name(path: Path) -> str | None:
 
 def file_digest(path: Path) -> str:
     """sha256 of a file (free for Hugging Face cache snapshots; remembered per size and mtime in this process)."""
-    from headbake.hashing import sha256_file
-
     blob = _blob_name(path)
     if blob:
         return blob
@@ -67,7 +67,6 @@ def model_fingerprint(model_dir) -> str:
     a re-baked one does not. Weights are hashed two files at a time (~1 GB/s
     each on one core; free for Hub snapshots).
     """
-    from concurrent.futures import ThreadPoolExecutor
 
     root = Path(model_dir)
     files = sorted(
@@ -92,7 +91,6 @@ def image_digest(image) -> str:
 
 class ResultCache:
     """Append-only JSONL of per-row results; ``path=None`` keeps them in memory only."""
-
     def __init__(self, path=None):
         self.path = Path(path) if path is not None else None
         self._rows: dict[str, dict] = {}

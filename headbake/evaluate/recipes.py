@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from PIL import Image
+
 from headbake.errors import HeadbakeError, first_line
 from headbake.evaluate.rows import ANSWER_TYPES, EvalRow, check_unique, make_row
 
@@ -48,8 +50,6 @@ class Recipe:
 
 def _pil_images(value) -> list:
     """A datasets image cell (PIL image, {"bytes": ...} dict, or a list of those) as PIL images."""
-    from PIL import Image
-
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
@@ -239,7 +239,6 @@ def recipe(name: str) -> Recipe:
 @dataclass(frozen=True)
 class ColumnMap:
     """How to read rows from a dataset that has no recipe (the ``--*-column`` options)."""
-
     image: str = "image"
     question: str = "question"
     answer: str = "answer"

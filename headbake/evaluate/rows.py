@@ -17,6 +17,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from headbake.errors import HeadbakeError
 
 ANSWER_TYPES = ("multiple_choice", "yes_no", "number", "free")
@@ -38,7 +40,6 @@ DEFAULT_INSTRUCTIONS = {
 @dataclass(frozen=True)
 class EvalRow:
     """One question. ``answer`` is canonical: a letter for multiple choice, "yes"/"no" for yes/no."""
-
     id: str
     images: list  # absolute paths (str) or decoded PIL images
     question: str
@@ -199,8 +200,6 @@ def _resolve_image(base: Path, value: str) -> str:
 
 def _check_image_header(path: Path, shown: str) -> None:
     """Identify the format without decoding pixels, so a text file named .png fails now."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im.size  # noqa: B018 - header parsed on open
@@ -209,8 +208,6 @@ def _check_image_header(path: Path, shown: str) -> None:
 
 
 def _open_rgb(path: str):
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.convert("RGB")

@@ -24,6 +24,8 @@ load, one after another.
 from __future__ import annotations
 
 import gc
+import importlib.util
+import inspect
 import math
 import os
 import sys
@@ -32,9 +34,19 @@ from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+import transformers
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import AutoProcessor
+
+from headbake.data.prompts import chat_text
+from headbake.devices import resolve_device
 from headbake.errors import HeadbakeError, first_line
 from headbake.evaluate.arms import Arm, check_arms
 from headbake.evaluate.cache import ResultCache, digest, image_digest, model_fingerprint
+from headbake.evaluate import rows as eval_rows
+from headbake.model.info import load_model_info
 
 MODES = ("generate", "forced")
 ENGINES = ("transformers", "vllm")
@@ -167,16 +179,13 @@ def check_settings(settings: EvalSettings, arms=()) -> None:
 
 
 def _default_question_text(row) -> str:
-    from headbake.evaluate.rows import prompt_text
-
-    return prompt_text(row)
+    return eval_rows.prompt_text(row)
 
 
 def row_images(row) -> list:
     """The row's images as RGB PIL images (paths opened now)."""
     if hasattr(row, "open_images"):
         return row.open_images()
-    from PIL import Image
 
     out = []
     for im in row.images:
@@ -189,8 +198,6 @@ def row_images(row) -> list:
 
 
 def _chat_text(processor, question: str, n_images: int, template) -> str:
-    from headbake.data.prompts import chat_text
-
     kwargs = {"template": template} if template is not None else {}
     return chat_text(processor, question, n_images, **kwargs)
 
@@ -291,8 +298,6 @@ class ForcedScorer:
 
     def run_batch(self, model, batch: list, keep_logprobs: bool = False):
         """``[RowResult]`` (arm left empty) for the rows at ``batch``; with ``keep_logprobs`` also ``[B, V]`` log-probs."""
-        import torch
-
         inputs = _to_device(self.inputs(batch), _input_device(model))
         kwargs = dict(inputs)
         kwargs["use_cache"] = False
@@ -310,8 +315,6 @@ class ForcedScorer:
 
     def run(self, model, context=None, keep_logprobs: bool = False):
         """Every scorable row: ``{row index: RowResult}`` (and ``[n, V]`` log-probs in ``self.scored`` order)."""
-        import torch
-
         results, lps = {}, []
         with context(model) if context is not None else nullcontext():
             for batch in self.batches:
@@ -354,8 +357,6 @@ def _end_ids(model, tokenizer) -> set:
 
 def generate_batch(model, processor, rows, settings: EvalSettings, question_text=None) -> list[RowResult]:
     """Greedy answers for ``rows`` in one left-padded batch (arm left empty)."""
-    import torch
-
     question_text = question_text or _default_question_text
     inputs = _to_device(_processor_batch(processor, rows, settings, question_text), _input_device(model))
     tok = processor.tokenizer
@@ -390,20 +391,11 @@ def _to_device(batch, device):
 
 
 def _accepts(model, name: str) -> bool:
-    import inspect
-
     return name in inspect.signature(model.forward).parameters
 
 
 def load_model(model_dir, settings: EvalSettings, progress: bool = False):
     """The checkpoint's own transformers class and processor (safetensors only), on the settings' device."""
-    import torch
-    import transformers
-    from transformers import AutoProcessor
-
-    from headbake.devices import resolve_device
-    from headbake.model.info import load_model_info
-
     info = load_model_info(model_dir)
     cls_name = info.arch.get("auto_class", "AutoModelForImageTextToText")
     cls = getattr(transformers, cls_name, None)
@@ -440,11 +432,8 @@ def _release() -> None:
 
 # ----------------------------------------------------------------------------- vLLM
 def _check_vllm() -> None:
-    import importlib.util
-
     if importlib.util.find_spec("vllm") is None:
         raise HeadbakeError("--engine vllm needs vLLM, which is not installed (pip install vllm: Linux, CUDA GPU)")
-    import torch
 
     if not torch.cuda.is_available():
         raise HeadbakeError("--engine vllm needs a CUDA GPU, and torch sees none on this machine")
@@ -466,7 +455,6 @@ def _vllm_generate(llm, processor, rows, settings, question_text) -> list[RowRes
 
 
 def _vllm_load(model_dir, settings, rows):
-    from transformers import AutoProcessor
     from vllm import LLM
 
     most = max((len(r.images) for r in rows), default=1)
@@ -531,8 +519,6 @@ def _row_keys(processor, rows, settings, question_text) -> list[str]:
 def _run_group(members, rows, settings, cache, settings_key, fingerprints, question_text, bar_on, on_row,
                results, meta) -> None:
     """Arms on one checkpoint: one processor, at most one loaded model, arm after arm."""
-    from transformers import AutoProcessor
-
     model_dir = members[0].model_dir
     try:
         processor = AutoProcessor.from_pretrained(str(model_dir))
@@ -561,7 +547,6 @@ def _run_group(members, rows, settings, cache, settings_key, fingerprints, quest
 
 def _run_arm(arm, model, processor, rows, keys, settings, cache, forced, question_text, bar_on, on_row,
              results, meta) -> None:
-    from tqdm.auto import tqdm
 
     out = results[arm.name]
     for i, k in enumerate(keys):

@@ -18,6 +18,9 @@ import string
 import threading
 import unicodedata
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import sympy
 
 from headbake.evaluate.rows import LETTERS, EvalRow
 
@@ -35,7 +38,6 @@ _THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+)(?![\d,]*\d)")
 @dataclass(frozen=True)
 class Score:
     """What was read from an output, whether it is right, and how it was read (``source:how``)."""
-
     extracted: str | None
     correct: bool
     method: str
@@ -224,8 +226,6 @@ def _prep_number_text(s: str) -> tuple[str, bool]:
 
 
 def _as_float(expr) -> float | None:
-    import sympy
-
     if isinstance(expr, sympy.Eq) and isinstance(expr.lhs, sympy.Symbol):
         expr = expr.rhs  # "x = 5"
     if isinstance(expr, sympy.Basic):
@@ -342,8 +342,6 @@ def score_row(row: EvalRow, output: str, rel_tol: float = DEFAULT_REL_TOL) -> Sc
 
 def scorer_versions() -> dict:
     """Versions that decide grades, for the report (a new math-verify may grade differently)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return {"math-verify": version("math-verify")}
     except PackageNotFoundError:

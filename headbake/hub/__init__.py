@@ -32,7 +32,6 @@ from headbake.hub.env import (
 )
 from headbake.hub.errors import scrub
 from headbake.hub.ids import is_commit_sha, looks_like_path, looks_like_repo_id
-from headbake.model.aliases import aliases, find_alias, nearest_alias
 from headbake.hub.push import (
     PushResult,
     card_for_repo,
@@ -42,6 +41,7 @@ from headbake.hub.push import (
     publish,
     push_folder,
 )
+from headbake.model.aliases import aliases, find_alias, nearest_alias
 
 __all__ = [
     "CHECKPOINT_PATTERNS", "PushResult", "ResolvedModel", "alias_table", "aliases", "cached_snapshot", "card_for_repo",

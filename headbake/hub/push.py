@@ -37,14 +37,15 @@ from huggingface_hub import CommitOperationAdd, HfApi, RepoFile
 from huggingface_hub.errors import HfHubHTTPError
 
 from headbake import __version__
-from headbake.record import local_paths
-from headbake.safepaths import check_inside, check_no_token, safe_member
 from headbake.errors import EnvironmentProblem, HeadbakeError
 from headbake.fsutil import write_text_atomic
 from headbake.hub.download import card_license
 from headbake.hub.env import bounded_timeouts, hub_endpoint, offline_variable, resolve_token, xet_scope
 from headbake.hub.errors import push_error, retryable, scrubbed, server_message, status_of
 from headbake.hub.ids import looks_like_repo_id
+from headbake.model_cards.render import card_repo_marker, card_text
+from headbake.record import has_record, local_paths, read_record
+from headbake.safepaths import check_inside, check_no_token, safe_member
 
 IGNORE_PATTERNS = [
     ".git", ".git/*", "*/.git/*", ".cache/*", "*/.cache/*", "__pycache__/*", "*/__pycache__/*", "*.pyc",
@@ -87,8 +88,6 @@ def folder_files(folder: str | os.PathLike) -> list[str]:
 
 def _read_record(folder: Path) -> dict | None:
     """``headbake.json`` as a dict, or None when it is missing or invalid (``check_publishable`` refuses those)."""
-    from headbake.record import has_record, read_record
-
     try:
         return read_record(folder).to_dict() if has_record(folder) else None
     except HeadbakeError:
@@ -244,7 +243,6 @@ def push_folder(
 
 class _Stage(Exception):
     """Carries which step failed, with the original error as ``__cause__``."""
-
     def __init__(self, stage: str):
         super().__init__(stage)
         self.stage = stage
@@ -350,7 +348,6 @@ def card_for_repo(folder: Path, repo_id: str) -> str | None:
     named before) is re-rendered; a hand-edited card is pushed as it is.
     """
     # At call time: the card renderer imports headbake.hub.ids, so a module-level import would be a cycle.
-    from headbake.model_cards.render import card_repo_marker, card_text
 
     readme = folder / CARD_FILE
     if not readme.is_file():

@@ -29,7 +29,6 @@ def find_alias(name: str) -> str | None:
 
 def nearest_alias(name: str) -> str | None:
     """The alias a typo most likely meant, compared case- and punctuation-insensitively."""
-
     def norm(s: str) -> str:
         return re.sub(r"[^a-z0-9]", "", s.lower())
 

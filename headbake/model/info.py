@@ -13,8 +13,12 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+
 from headbake.checkpoint import Checkpoint, read_json
 from headbake.errors import HeadbakeError
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # what --dtype accepts (auto: the checkpoint's)
 
 
 @lru_cache(maxsize=1)
@@ -163,16 +167,6 @@ def visual_token_ids(config, fields=None) -> tuple[int, ...]:
                 ids.append(int(_get(src, name)))
                 break
     return tuple(dict.fromkeys(ids))
-
-
-def visual_mask(input_ids, ids):
-    """Boolean ``[batch, seq]`` mask of the positions holding any of ``ids``."""
-    import torch
-
-    if not ids:
-        raise HeadbakeError("no visual token ids known for this model; pass them explicitly (--visual-token-id)")
-    ref = torch.tensor(list(ids), device=input_ids.device, dtype=input_ids.dtype)
-    return torch.isin(input_ids, ref)
 
 
 def probe_path(model_type: str) -> str:

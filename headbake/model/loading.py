@@ -8,15 +8,18 @@ different model by another.
 
 from __future__ import annotations
 
-from headbake.errors import HeadbakeError, first_line
+import torch
+import transformers
+from transformers import AutoProcessor
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+from headbake.devices import resolve_device
+from headbake.errors import HeadbakeError, first_line
+from headbake.model.info import DTYPES
+
 
 
 def torch_dtype(name):
     """``auto`` / a dtype name / a torch dtype -> what ``from_pretrained(dtype=...)`` takes."""
-    import torch
-
     if name is None or name == "auto":
         return "auto"
     if isinstance(name, torch.dtype):
@@ -38,10 +41,6 @@ def check_remote_code(info, trust_remote_code: bool) -> None:
 def load_model(path, info, *, dtype="auto", device=None, device_map=None, max_memory=None, offload_folder=None,
                trust_remote_code=False, attn_implementation=None, progress=True):
     """The model's own transformers class in eval mode, placed on ``device`` or dispatched by ``device_map``."""
-    import transformers
-
-    from headbake.devices import resolve_device
-
     cls_name = info.arch.get("auto_class", "AutoModelForCausalLM")
     cls = getattr(transformers, cls_name, None)
     if cls is None:
@@ -71,8 +70,6 @@ def load_model(path, info, *, dtype="auto", device=None, device_map=None, max_me
 
 def load_processor(path, *, trust_remote_code=False):
     """The checkpoint's own processor (chat template, image processor, tokenizer)."""
-    from transformers import AutoProcessor
-
     try:
         return AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError) as e:
