@@ -297,3 +297,23 @@ def test_kimi_needs_trust_remote_code(tmp_path):
     res = _run("calibrate", kimi, "--out", tmp_path / "k.json", "-q")
     assert res.exit_code != 0 and "--trust-remote-code" in _error_line(res)
     assert not (tmp_path / "k.json").exists()
+
+
+def test_heads_compare_two_calibrations(calibrated, tmp_path):
+    doc = json.loads(calibrated.read_text())
+    other = json.loads(json.dumps(doc))
+    # move one selected head to a head the first file did not select
+    (l, h) = next((l, h) for l, row in enumerate(doc["gains"]) for h, g in enumerate(row) if g != 1.0)
+    free = next((l2, h2) for l2, row in enumerate(doc["gains"]) for h2, g in enumerate(row) if g == 1.0)
+    other["gains"][l][h], other["gains"][free[0]][free[1]] = 1.0, 1.2
+    other.pop("selected")  # compare by gains: the hand-edited file no longer names classes
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(other))
+    res = _run("heads", calibrated, "--compare", b, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    n = sum(g != 1.0 for row in doc["gains"] for g in row)
+    assert len(out["both"]) == n - 1 and len(out["only_a"]) == 1 and len(out["only_b"]) == 1
+    assert out["jaccard"] == pytest.approx((n - 1) / (n + 1))
+    text = _run("heads", calibrated, "--compare", b).output
+    assert "Jaccard" in text and "only in b.json (1)" in text

@@ -68,18 +68,30 @@ def calibrate_cmd(model, out, revision, png, quiet, as_json, **kw):
               help="Heatmap path (default: HEADS_JSON with a _heatmap.png suffix; in a baked directory, "
                    "its headbake_heatmap.png).")
 @click.option("--no-png", is_flag=True, help="Only print the table.")
+@click.option("--compare", "other", metavar="HEADS_JSON_B", type=click.Path(),
+              help="Compare with a second calibration: Jaccard overlap, heads only in one or the other.")
 @json_option
-def heads_cmd(gains_file, png, no_png, as_json):
+def heads_cmd(gains_file, png, no_png, other, as_json):
     """Print the per-layer head table of a gains file and write its S_v heatmap.
 
-    HEADS_JSON may also be a baked directory or its headbake.json.
+    HEADS_JSON may also be a baked directory or its headbake.json. With
+    --compare B, print how the two selections overlap instead (what changing
+    the data, query or prompt did).
     """
     from pathlib import Path
 
+    from headbake.calibrate.agreement import compare_calibrations, format_comparison
     from headbake.calibrate.heatmap import format_table, plot_heatmap
     from headbake.gains import load_gains
 
     doc = load_gains(gains_file)
+    if other is not None:
+        result = compare_calibrations(doc, load_gains(other))
+        if as_json:
+            emit_json(result)
+        else:
+            click.echo(format_comparison(result, Path(gains_file).name, Path(other).name))
+        return
     if as_json:
         emit_json({k: doc.get(k) for k in ("num_layers", "num_heads", "selected", "counts", "preset", "samples",
                                             "stability", "warnings", "gains")})
