@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from headbake.bake.verify_tensors import verify_tensors
+from headbake.data.prompts import PromptTemplate, prompt_for
 from headbake.errors import HeadbakeError
+from headbake.model.aliases import identify_model
 from headbake.gains import load_gains, validate_gains
 from headbake.model.info import load_model_info
 from headbake.record import RECORD, has_record, read_record, write_record
@@ -18,6 +20,18 @@ def _gains_for(baked: Path, gains_file, info):
         raise HeadbakeError(f"{baked} has no {RECORD}; pass --gains to say which gains to check")
     doc = read_record(baked).gains
     return validate_gains(doc.get("gains"), info.num_layers, info.num_heads, f"{baked / RECORD}")
+
+
+def prompt_of(baked: Path):
+    """The prompt the bake was calibrated with (recorded in its gains), else the model's own; verify asks the
+    same way, so its figures describe the inputs the bake was made for."""
+    if not has_record(baked):
+        return None
+    rec = read_record(baked)
+    p = rec.gains.get("prompt")
+    if isinstance(p, dict) and isinstance(p.get("user"), str):
+        return PromptTemplate(p["user"], p.get("system"), str(p.get("source") or "the recorded prompt"))
+    return prompt_for(identify_model((rec.source or {}).get("id")))
 
 
 def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, new_tokens=8, device="auto",
@@ -50,7 +64,7 @@ def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, ne
     if not tensors_only:
         from headbake.bake.verify_model import verify_model
 
-        model = verify_model(src, baked, gains, info=info, samples=samples, new_tokens=new_tokens, device=device,
+        model = verify_model(src, baked, gains, info=info, template=prompt_of(baked), samples=samples, new_tokens=new_tokens, device=device,
                              device_map=device_map, trust_remote_code=trust_remote_code, progress=progress,
                              max_memory=max_memory, offload_folder=offload_folder)
         summary.append(

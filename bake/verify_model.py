@@ -51,11 +51,12 @@ def _load(path, info, dtype, device, device_map, trust_remote_code, max_memory=N
                       offload_folder=offload_folder, trust_remote_code=trust_remote_code, progress=False)
 
 
-def _inputs(path, info, samples: int, trust_remote_code: bool):
+def _inputs(path, info, samples: int, trust_remote_code: bool, template=None):
     """Real image+text prompts through the model's own processor (token ids for text-only models)."""
     if info.arch.get("multimodal"):
         processor = load_processor(path, trust_remote_code=trust_remote_code)
-        return dict(build_inputs(processor, synthetic_samples(samples, seed=1234))), getattr(processor, "tokenizer", None)
+        batch = build_inputs(processor, synthetic_samples(samples, seed=1234), template=template)
+        return dict(batch), getattr(processor, "tokenizer", None)
     g = torch.Generator().manual_seed(1234)
     vocab = int(info.config.get("vocab_size") or info.config.get("text_config", {}).get("vocab_size", 1000))
     ids = torch.randint(0, vocab, (samples, 32), generator=g)
@@ -101,10 +102,11 @@ def greedy_match(a, b) -> float:
 
 
 def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=16, device="auto",
-                 device_map=None, trust_remote_code=False, progress=True, max_memory=None, offload_folder=None) -> dict:
+                 device_map=None, trust_remote_code=False, progress=True, max_memory=None, offload_folder=None,
+                 template=None) -> dict:
 
     device = resolve_device(device)
-    inputs, tok = _inputs(src, info, samples, trust_remote_code)
+    inputs, tok = _inputs(src, info, samples, trust_remote_code, template)
     pad_id = getattr(tok, "pad_token_id", None) if tok is not None else 0
     steps = ["load source", "vanilla", "hooked", "reference dtype", "load baked", "baked"]
 
@@ -160,6 +162,7 @@ def verify_model(src, baked, gains, *, info, samples=4, new_tokens=8, positions=
         "device": device if not device_map else f"device_map={device_map}",
         "samples": samples,
         "inputs": "image+text" if info.arch.get("multimodal") else "text",
+        "prompt": template.source if template is not None else "the question alone",
         "positions": positions,
         **res,
         "greedy_match": greedy_match(gen_h, gen_b),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from headbake.calibrate.selection import PARAM_NAMES, Params
 from headbake.errors import HeadbakeError
 from headbake.hub.ids import looks_like_repo_id
-from headbake.model.aliases import aliases
+from headbake.model.aliases import aliases, identify_model  # noqa: F401 (re-exported)
 
 PAPER_OCEAN_R1 = {"l_perc": 7, "l_reas": 3, "tau_perc": 0.22, "tau_reas": 0.01, "g_perc": 1.16, "g_reas": 1.30}
 
@@ -110,19 +110,6 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise HeadbakeError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}") from None
-
-
-def identify_model(model_id: str | None = None, alias: str | None = None) -> str | None:
-    """The alias a model is known by: ``alias`` itself, or the alias whose name or Hub repo is ``model_id``."""
-    table = aliases()
-    for name in (alias, model_id):
-        if not name:
-            continue
-        low = str(name).lower()
-        for a, spec in table.items():
-            if a.lower() == low or str(spec.get("repo", "")).lower() == low:
-                return a
-    return None
 
 
 def default_preset_for(model_id: str | None = None, alias: str | None = None) -> tuple[str, str | None]:

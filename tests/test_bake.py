@@ -557,3 +557,19 @@ def test_force_rebake_does_not_carry_the_old_card_or_heatmap(baked_bf16, gains_b
     (src / "headbake_heatmap.png").write_bytes(b"\x89PNG old")
     assert run("bake", src, "--gains", gains_bf16, "--out", tmp_path / "o", "--force", "-q").exit_code == 0
     assert not {"README.md", "headbake_heatmap.png"} & {p.name for p in (tmp_path / "o").iterdir()}
+
+
+def test_verify_asks_with_the_prompt_the_bake_was_calibrated_with(tiny_bf16, gains_bf16, tmp_path):
+    doc = json.loads(gains_bf16.read_text())
+    doc["prompt"] = {"system": "You are careful.", "user": "Look closely. {question} Think first.",
+                     "source": "test prompt"}
+    g = tmp_path / "g.json"
+    g.write_text(json.dumps(doc))
+    out = tmp_path / "o"
+    assert run("bake", tiny_bf16, "--gains", g, "--out", out, "-q").exit_code == 0
+    from headbake.bake.verify import prompt_of
+
+    assert prompt_of(out).render("Q?") == "Look closely. Q? Think first." and prompt_of(out).system
+    r = run("verify", tiny_bf16, out, "--samples", "2", "--new-tokens", "2", "-q", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["model"]["prompt"] == "test prompt"

@@ -42,3 +42,16 @@ def nearest_alias(name: str) -> str | None:
         if hit:
             return keys[hit[0]]
     return None
+
+
+def identify_model(model_id: str | None = None, alias: str | None = None) -> str | None:
+    """The alias a model is known by: ``alias`` itself, or the alias whose name or Hub repo is ``model_id``."""
+    table = aliases()
+    for name in (alias, model_id):
+        if not name:
+            continue
+        low = str(name).lower()
+        for a, spec in table.items():
+            if a.lower() == low or str(spec.get("repo", "")).lower() == low:
+                return a
+    return None
