@@ -15,16 +15,7 @@ import signal
 from pathlib import Path
 
 from headbake.errors import HeadbakeError
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from headbake.fsutil import pid_alive
 
 
 def check_target(out: Path, overwrite: bool, protected: list[Path] = ()) -> None:
@@ -51,7 +42,7 @@ def _sweep_stale(out: Path) -> None:
             pid = int(p.name.rsplit("-", 1)[1])
         except ValueError:
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
 
 

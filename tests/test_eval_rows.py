@@ -141,7 +141,7 @@ def test_data_file_problems(data, monkeypatch):
     import headbake.evaluate.rows as rows_mod
 
     monkeypatch.setattr(rows_mod, "MAX_DATA_BYTES", 100)
-    with pytest.raises(HeadbakeError, match="too large"):
+    with pytest.raises(HeadbakeError, match="more than the 100 bytes"):
         read_rows(_write(data / "eval.jsonl", GOOD))
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from headbake.bounded import read_bounded
 from headbake.errors import HeadbakeError
 
 ANSWER_TYPES = ("multiple_choice", "yes_no", "number", "free")
@@ -150,30 +150,6 @@ def check_unique(rows: list[EvalRow], where) -> None:
         seen[r.id] = i
 
 
-def _open_regular(path: Path, limit: int, what: str) -> bytes:
-    """Read a regular file of at most ``limit`` bytes; devices, FIFOs and directories are refused."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise HeadbakeError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise HeadbakeError(f"{what} is a directory: {path}") from None
-    except OSError as e:
-        raise HeadbakeError(f"cannot open {what} {path}: {e.strerror or e}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise HeadbakeError(f"{what} is {kind}: {path}")
-    with os.fdopen(fd, "rb") as f:
-        if st.st_size > limit:
-            raise HeadbakeError(f"{what} is too large ({st.st_size} bytes, limit {limit}): {path}")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise HeadbakeError(f"{what} is too large (over {limit} bytes): {path}")
-    return data
-
-
 def _resolve_image(base: Path, value: str) -> str:
     """An image path relative to ``base``, refused if it (or a symlink on the way) leaves ``base``."""
     p = Path(value)
@@ -222,7 +198,7 @@ def read_rows(path, limit: int | None = None) -> list[EvalRow]:
     first ``limit`` rows are returned.
     """
     path = Path(path)
-    data = _open_regular(path, MAX_DATA_BYTES, "data file")
+    data = read_bounded(path, "data file", MAX_DATA_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -269,7 +245,7 @@ def read_rows(path, limit: int | None = None) -> list[EvalRow]:
 
 def _image_digest(image) -> bytes:
     if isinstance(image, str):
-        return hashlib.sha256(_open_regular(Path(image), MAX_IMAGE_BYTES, "image")).digest()
+        return hashlib.sha256(read_bounded(Path(image), "image", MAX_IMAGE_BYTES)).digest()
     # Decoded dataset images: hash the pixels (mode and size included), not an encoding of them.
     h = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
     h.update(image.tobytes())
