@@ -10,7 +10,6 @@ tensor, and on copy-on-write filesystems the new disk is only the patches.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -79,24 +78,21 @@ def _progress(total: int, enabled: bool, desc: str):
     return bar(total, desc, unit="B", enabled=enabled, unit_scale=True, unit_divisor=1024)
 
 
-def bake_checkpoint(
-    src,
-    gains,
-    out,
-    *,
-    overwrite: bool = False,
-    force: bool = False,
-    source: dict | None = None,
-    checksums: bool = False,
-    progress: bool = True,
-) -> BakeResult:
-    """Bake ``gains`` (a gains-file path or document) from checkpoint ``src`` into ``out``.
+@dataclass
+class _Plan:
+    """Everything checked before the first byte is written."""
 
-    Everything is validated before the first byte is written; the output
-    appears only when complete (see ``output_dir.atomic_directory``).
-    """
-    t0 = time.perf_counter()
-    src, out = Path(src), Path(out)
+    src: Path
+    ckpt: object
+    info: object
+    doc: dict
+    by_shard: dict  # shard name -> o_proj targets with a gain != 1 in that shard
+    others: list  # non-weight files to copy
+    skipped: list  # weight files the checkpoint does not use
+    previous: dict | None  # the record of a --force re-bake's source
+
+
+def _plan(src: Path, gains, out: Path, overwrite: bool, force: bool) -> _Plan:
     if not src.is_dir():
         raise HeadbakeError(f"source checkpoint directory not found: {src}")
     ckpt = open_checkpoint(src)  # first: it refuses links out of the folder before any file is read
@@ -115,85 +111,104 @@ def bake_checkpoint(
             )
         previous = read_record(src).to_dict()
     check_target(out, overwrite, protected=[src])
-
-    tensors = ckpt.tensors
     by_shard: dict[str, list] = {}
     for t in targets:
         if any(g != 1.0 for g in doc["gains"][t.layer]):
-            by_shard.setdefault(tensors[t.weight].file, []).append(t)
-
+            by_shard.setdefault(ckpt.tensors[t.weight].file, []).append(t)
     # The source's own card (and a previous bake's record and heatmap) describe another model.
     others = [f for f in ckpt.other_files() if f not in ADDED_FILES]
     # A file that holds the user's Hugging Face token is never copied (see headbake.safepaths).
     check_no_token(src, others + ([ckpt.index_file] if ckpt.index_file else []))
-    skipped = ckpt.stray_weights()
-    if skipped:
-        print(f"warning: not copying weight files the checkpoint does not use: {', '.join(skipped)}",
-              file=sys.stderr)
-    total = sum(s.size for s in ckpt.shards.values())
-    edited = []
+    return _Plan(src, ckpt, info, doc, by_shard, others, ckpt.stray_weights(), previous)
+
+
+def _patch_shard(plan: _Plan, name: str, shard, tmp: Path, pool, methods: Counter, edited: list, warnings: list):
+    """Clone one shard and rewrite its edited o_proj ranges in place.
+
+    The first o_proj tensors are folded in a worker while the kernel clones the file; at most WINDOW
+    folded tensors are held at once, so memory stays about one o_proj whatever the shard's size.
+    """
+    tensors, gains, width = plan.ckpt.tensors, plan.doc["gains"], plan.info.head_dim
+    patches = sorted(plan.by_shard.get(name, []), key=lambda t: tensors[t.weight].start)
+
+    def fold(t):
+        return pool.submit(_fold_one, shard.path, tensors[t.weight], gains[t.layer], width, t.layer)
+
+    pending = deque(fold(t) for t in patches[:WINDOW])
+    methods[clone_file(str(shard.path), str(tmp / name))] += 1
+    if not patches:
+        return
+    dfd = os.open(tmp / name, os.O_WRONLY)
+    try:
+        for i, t in enumerate(patches):
+            after, digests, warning = pending.popleft().result()
+            if warning:
+                warnings.append(warning)
+            if i + WINDOW < len(patches):
+                pending.append(fold(patches[i + WINDOW]))
+            _pwrite_all(dfd, after, tensors[t.weight].start)
+            del after
+            edited.append({"tensor": t.weight, "file": name, "layer": t.layer,
+                           "heads": {str(h): g for h, g in enumerate(gains[t.layer]) if g != 1.0}, **digests})
+    finally:
+        os.close(dfd)
+
+
+def _file_digests(plan: _Plan, tmp: Path, checksums: bool, progress: bool) -> dict:
+    """Size and sha256 of every output file (weight shards hashed only with ``checksums``: verify does it)."""
+    src, others = plan.src, plan.others
+    rels = others + sorted(plan.ckpt.weight_files())
+    if checksums:
+        nbytes = 2 * sum((src / r).stat().st_size for r in rels)
+        with _progress(nbytes, progress, "sha256") as bar_:
+            digests_src = sha256_files([src / r for r in rels], bar_)
+            digests_out = sha256_files([tmp / r for r in rels], bar_)
+    else:
+        digests_src = sha256_files([src / r for r in others])
+        digests_out = sha256_files([tmp / r for r in others])
+    return {r: {"size": (tmp / r).stat().st_size, "sha256": digests_out.get(str(tmp / r)),
+                "source_sha256": digests_src.get(str(src / r))} for r in rels}
+
+
+def bake_checkpoint(
+    src,
+    gains,
+    out,
+    *,
+    overwrite: bool = False,
+    force: bool = False,
+    source: dict | None = None,
+    checksums: bool = False,
+    progress: bool = True,
+) -> BakeResult:
+    """Bake ``gains`` (a gains-file path or document) from checkpoint ``src`` into ``out``.
+
+    Everything is validated before the first byte is written; the output
+    appears only when complete (see ``output_dir.atomic_directory``).
+    """
+    t0 = time.perf_counter()
+    src, out = Path(src), Path(out)
+    plan = _plan(src, gains, out, overwrite, force)
+    ckpt, doc = plan.ckpt, plan.doc
     warnings: list[str] = []
+    if plan.skipped:
+        warnings.append(f"not copying weight files the checkpoint does not use: {', '.join(plan.skipped)}")
+    edited: list = []
     methods: Counter = Counter()
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        for rel in others:
+        for rel in plan.others + ([ckpt.index_file] if ckpt.index_file else []):
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             methods[clone_file(str(src / rel), str(tmp / rel))] += 1
-        if ckpt.index_file:
-            methods[clone_file(str(src / ckpt.index_file), str(tmp / ckpt.index_file))] += 1
-        with _progress(total, progress, "bake") as bar, ThreadPoolExecutor(max_workers=WINDOW) as pool:
+        total = sum(s.size for s in ckpt.shards.values())
+        with _progress(total, progress, "bake") as bar_, ThreadPoolExecutor(max_workers=WINDOW) as pool:
             for name, shard in ckpt.shards.items():
-                patches = sorted(by_shard.get(name, []), key=lambda t: tensors[t.weight].start)
-                # Fold the first o_proj tensors in a worker while the kernel clones the file; at most
-                # WINDOW folded tensors are held at once, so memory stays one o_proj or so, whatever the shard.
-                pending = deque(
-                    pool.submit(_fold_one, shard.path, tensors[t.weight], doc["gains"][t.layer], info.head_dim,
-                                t.layer)
-                    for t in patches[:WINDOW]
-                )
-                methods[clone_file(str(shard.path), str(tmp / name))] += 1
-                if patches:
-                    dfd = os.open(tmp / name, os.O_WRONLY)
-                    try:
-                        for i, t in enumerate(patches):
-                            after, digests, warning = pending.popleft().result()
-                            if warning:
-                                warnings.append(warning)
-                            if i + WINDOW < len(patches):
-                                nxt = patches[i + WINDOW]
-                                pending.append(pool.submit(_fold_one, shard.path, tensors[nxt.weight],
-                                                           doc["gains"][nxt.layer], info.head_dim, nxt.layer))
-                            _pwrite_all(dfd, after, tensors[t.weight].start)
-                            del after
-                            row = doc["gains"][t.layer]
-                            edited.append({
-                                "tensor": t.weight, "file": name, "layer": t.layer,
-                                "heads": {str(h): g for h, g in enumerate(row) if g != 1.0}, **digests,
-                            })
-                    finally:
-                        os.close(dfd)
-                bar.update(shard.size)
-
-        files = {}
-        rels = others + sorted(ckpt.weight_files())
-        if checksums:
-            nbytes = 2 * sum((src / r).stat().st_size for r in rels)
-            with _progress(nbytes, progress, "sha256") as bar:
-                digests_src = sha256_files([src / r for r in rels], bar)
-                digests_out = sha256_files([tmp / r for r in rels], bar)
-        else:
-            digests_src = sha256_files([src / r for r in others])
-            digests_out = sha256_files([tmp / r for r in others])
-        for r in rels:
-            files[r] = {
-                "size": (tmp / r).stat().st_size,
-                "sha256": digests_out.get(str(tmp / r)),
-                "source_sha256": digests_src.get(str(src / r)),
-            }
+                _patch_shard(plan, name, shard, tmp, pool, methods, edited, warnings)
+                bar_.update(shard.size)
         doc["source"] = public_source(doc.get("source"))
         record = Record(
             source=public_source(source or {"id": str(src.resolve()), "revision": None}),
-            model=info.identity(), gains=doc, edited=edited, files=files, skipped_files=skipped,
-            previous_bake=previous,
+            model=plan.info.identity(), gains=doc, edited=edited, files=_file_digests(plan, tmp, checksums, progress),
+            skipped_files=plan.skipped, previous_bake=plan.previous,
         )
         write_record(tmp, record)
     return BakeResult(
