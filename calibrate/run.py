@@ -15,12 +15,11 @@ import numpy as np
 import torch
 
 import headbake
-from headbake.calibrate import data
 from headbake.calibrate import data as data_mod
 from headbake.calibrate.agreement import per_input_agreement
 from headbake.calibrate.options import CalibrateOptions, check_options, prompt_template  # noqa: F401 (re-exported)
 from headbake.calibrate.presets import identify_model, resolve
-from headbake.calibrate.probe import probe_batch
+from headbake.calibrate.probe import probe_batch, visual_positions
 from headbake.calibrate.queries import generated_inputs, prompt_positions
 from headbake.calibrate.selection import select_heads, validate_params
 from headbake.calibrate.stats import RunningStats, bootstrap_jaccard
@@ -30,7 +29,7 @@ from headbake.data.prompts import build_inputs
 from headbake.devices import input_device
 from headbake.errors import HeadbakeError, first_line
 from headbake.gains import gains_document, write_json_atomic
-from headbake.calibrate.probe import visual_positions
+from headbake.memory import plan_memory
 from headbake.model.info import load_model_info, probe_path
 from headbake.model.loading import check_remote_code, load_model, load_processor
 from headbake.progress import bar as progress_bar
@@ -38,10 +37,10 @@ from headbake.progress import bar as progress_bar
 
 def load_data(o: CalibrateOptions):
     if o.data:
-        return data.load_jsonl(o.data, o.samples)
+        return data_mod.load_jsonl(o.data, o.samples)
     if o.dataset:
-        return data.load_hf_dataset(o.dataset, o.split, o.image_column, o.question_column, o.samples)
-    return data.embedded(o.samples)
+        return data_mod.load_hf_dataset(o.dataset, o.split, o.image_column, o.question_column, o.samples)
+    return data_mod.embedded(o.samples)
 
 
 def preflight(o: CalibrateOptions, model_loaded: bool = False) -> Preflight:
@@ -105,46 +104,42 @@ def _rejected(processor, dataset, start: int, batch: list, exc: Exception, templ
     return HeadbakeError(f"the processor rejected {where}: {first_line(exc)}")
 
 
-def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
-    """Run a calibration and return the gains document (written to ``o.out`` when set).
+@dataclass
+class Measurement:
+    """Per-sample S_v ``[samples, layers, heads]`` and what the processor made of each sample."""
 
-    ``model``/``processor`` may be passed in (already loaded) to skip loading.
-    """
+    values: np.ndarray
+    stats: RunningStats
+    image_tokens: list
+    prompt_tokens: list
 
-    pf = preflight(o, model_loaded=model is not None)
-    spec, model_dir, info, method, source = pf.spec, pf.model_dir, pf.info, pf.method, pf.source
-    params, preset_block, warnings, template, ids = pf.params, pf.preset_block, pf.warnings, pf.template, pf.ids
-    alias = pf.alias
-    dataset = load_data(o)
-    if dataset.note:
-        warnings.append(dataset.note)
-    # Images too small for one visual token are refused, before the model is loaded (see check_image_sizes).
-    data_mod.check_image_sizes(dataset, data_mod.min_image_side(processor) if processor is not None
-                               else data_mod.min_image_side_of_model(model_dir))
 
-    if model is None:
-        from headbake.memory import plan_memory
+def load_for_probe(o: CalibrateOptions, pf: Preflight):
+    """The model (after the memory plan agrees) and its processor, as the probe needs them."""
+    plan = plan_memory(pf.model_dir, "calibrate", device=o.device, device_map=o.device_map, max_memory=o.max_memory,
+                       offload_folder=o.offload_folder, dtype=o.dtype, batch_size=o.batch_size,
+                       eager=pf.method == "hooks", info=pf.info).check()  # refuse before loading, not OOM after
+    model = load_model(pf.model_dir, pf.info, dtype=o.dtype, device=o.device, trust_remote_code=o.trust_remote_code,
+                       progress=o.progress, **(plan.load_kwargs() or {"device_map": None}),
+                       # the hooks path needs real eager weights from remote-code attention classes
+                       attn_implementation="eager" if pf.method == "hooks" else "sdpa")
+    return model, load_processor(pf.model_dir, trust_remote_code=o.trust_remote_code)
 
-        plan = plan_memory(model_dir, "calibrate", device=o.device, device_map=o.device_map, max_memory=o.max_memory,
-                           offload_folder=o.offload_folder, dtype=o.dtype, batch_size=o.batch_size,
-                           eager=method == "hooks", info=info).check()  # refuse before loading, not OOM after
-        model = load_model(model_dir, info, dtype=o.dtype, device=o.device, trust_remote_code=o.trust_remote_code,
-                           progress=o.progress, **(plan.load_kwargs() or {"device_map": None}),
-                           # the hooks path needs real eager weights from remote-code attention classes
-                           attn_implementation="eager" if method == "hooks" else "sdpa")
-        processor = load_processor(model_dir, trust_remote_code=o.trust_remote_code)
+
+def measure(o: CalibrateOptions, pf: Preflight, model, processor, dataset) -> Measurement:
+    """S_v of every sample at the query positions, batch by batch (``tune`` reuses it: measured once)."""
+    info, ids, spec = pf.info, pf.ids, pf.spec
     device = input_device(model)
     stats = RunningStats((info.num_layers, info.num_heads))
     per_sample, image_tokens, prompt_tokens = [], [], []
     n = len(dataset.samples)
-    bar = progress_bar(n, "calibrate", unit="sample", enabled=o.progress)
-    try:
+    with progress_bar(n, "calibrate", unit="sample", enabled=o.progress) as bar:
         for start in range(0, n, o.batch_size):
             batch = dataset.samples[start:start + o.batch_size]
             try:
-                inputs = build_inputs(processor, batch, device=device, template=template)
+                inputs = build_inputs(processor, batch, device=device, template=pf.template)
             except (ValueError, TypeError) as e:
-                raise _rejected(processor, dataset, start, batch, e, template) from None
+                raise _rejected(processor, dataset, start, batch, e, pf.template) from None
             vis = visual_positions(inputs["input_ids"], ids)
             for i in range(len(batch)):
                 if not bool(vis[i].any()):
@@ -160,7 +155,7 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
                 vis = visual_positions(inputs["input_ids"], ids)
             else:
                 positions, weights = prompt_positions(inputs, spec)
-            values = probe_batch(model, inputs, positions, weights, visual_mask=vis, method=method)
+            values = probe_batch(model, inputs, positions, weights, visual_mask=vis, method=pf.method)
             if values.shape[1:] != (info.num_layers, info.num_heads):
                 raise HeadbakeError(
                     f"probe measured {tuple(values.shape[1:])} layers x heads, config.json says "
@@ -172,55 +167,78 @@ def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
             stats.update(arr)
             per_sample.append(arr)
             bar.update(len(batch))
-    finally:
-        bar.close()
+    return Measurement(np.concatenate(per_sample, 0), stats, image_tokens, prompt_tokens)
 
-    mean = stats.mean
+
+def calibrate(o: CalibrateOptions, model=None, processor=None) -> dict:
+    """Run a calibration and return the gains document (written to ``o.out`` when set).
+
+    ``model``/``processor`` may be passed in (already loaded) to skip loading.
+    """
+    pf = preflight(o, model_loaded=model is not None)
+    warnings = pf.warnings
+    dataset = load_data(o)
+    if dataset.note:
+        warnings.append(dataset.note)
+    # Images too small for one visual token are refused, before the model is loaded (see check_image_sizes).
+    data_mod.check_image_sizes(dataset, data_mod.min_image_side(processor) if processor is not None
+                               else data_mod.min_image_side_of_model(pf.model_dir))
+    if model is None:
+        model, processor = load_for_probe(o, pf)
+    m = measure(o, pf, model, processor, dataset)
+    doc = gains_document_for(o, pf, m, dataset, warnings,
+                             dtype=str(next(model.parameters()).dtype).replace("torch.", ""))
+    if o.out is not None:
+        out = Path(o.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out, doc)
+    return doc
+
+
+def gains_document_for(o: CalibrateOptions, pf: Preflight, m: Measurement, dataset, warnings: list, dtype: str,
+                       params=None) -> dict:
+    """Select heads from the measured S_v (with ``params``, default the preflight's) and describe the run."""
+    params = params or pf.params
+    mean = m.stats.mean
     selection = select_heads(mean, params)
     warnings += [w for w in selection.warnings if w not in warnings]
-    all_values = np.concatenate(per_sample, 0)
     stability = bootstrap_jaccard(
-        all_values, lambda m: select_heads(m, params).labels(), rounds=o.bootstrap_rounds, seed=o.seed
+        m.values, lambda x: select_heads(x, params).labels(), rounds=o.bootstrap_rounds, seed=o.seed
     )
     if stability["bootstrap_jaccard_mean"] is not None and stability["bootstrap_jaccard_mean"] < 0.5:
         warnings.append(
             f"unstable selection: mean bootstrap Jaccard {stability['bootstrap_jaccard_mean']:.2f}; "
             "use more samples or thresholds further from the S_v values"
         )
-    tokens = {"image_tokens": summarize(image_tokens), "prompt_tokens": summarize(prompt_tokens),
+    tokens = {"image_tokens": summarize(m.image_tokens), "prompt_tokens": summarize(m.prompt_tokens),
               "note": "per sample, as the model's processor expanded the prompt (prompt tokens exclude padding)"}
-    tok_warning = image_token_warning(tokens["image_tokens"]["mean"], is_demo=alias == "demo")
+    tok_warning = image_token_warning(tokens["image_tokens"]["mean"], is_demo=pf.alias == "demo")
     if tok_warning:
         warnings.append(tok_warning)
-    agreement = per_input_agreement(all_values, params, selection.perceptual, selection.reasoning)
-    doc = gains_document(
+    return gains_document(
         selection.gains,
-        info,
-        source,
+        pf.info,
+        pf.source,
         visual_ratio=mean.tolist(),
-        visual_ratio_std=stats.std.tolist(),
-        samples=stats.count,
-        stats=stats.to_dict(),
+        visual_ratio_std=m.stats.std.tolist(),
+        samples=m.stats.count,
+        stats=m.stats.to_dict(),
         selected={"perceptual": selection.perceptual, "reasoning": selection.reasoning},
         counts=selection.counts,
-        preset=preset_block,
-        query=spec.as_dict(),
-        prompt=template.as_dict(),
+        preset=pf.preset_block,
+        query=pf.spec.as_dict(),
+        prompt=pf.template.as_dict(),
         tokens=tokens,
-        agreement=agreement,
-        data={"name": dataset.name, "fingerprint": data_mod.fingerprint(dataset.samples), "samples": n},
+        agreement=per_input_agreement(m.values, params, selection.perceptual, selection.reasoning),
+        data={"name": dataset.name, "fingerprint": data_mod.fingerprint(dataset.samples),
+              "samples": len(dataset.samples)},
         stability=stability,
         probe={
-            "method": method,
-            "visual_token_ids": list(ids),
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "method": pf.method,
+            "visual_token_ids": list(pf.ids),
+            "dtype": dtype,
             "headbake_version": headbake.__version__,
             "torch_version": torch.__version__,
         },
         warnings=warnings,
     )
-    if o.out is not None:
-        out = Path(o.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out, doc)
-    return doc
