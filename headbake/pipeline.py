@@ -365,13 +365,17 @@ def dry_run(settings: ConvertSettings) -> dict:
             doc["source"] = {"id": settings.model, "revision": settings.revision, "cached": False}
             size = _remote_size(settings.model, settings.revision, settings.endpoint)
             doc["download_bytes"] = size
+            from headbake.memory import fmt_bytes
+
             lines.append(f"  not on disk ({e}); would download "
-                         + (f"{size / 1e9:.2f} GB" if size else "its files (size unknown: the Hub is unreachable)"))
+                         + (fmt_bytes(size) if size else "its files (size unknown: the Hub is unreachable)"))
     if path is not None:
         ckpt = open_checkpoint(path)
         weights = sum(s.size for s in ckpt.shards.values())
         doc["weights_bytes"] = weights
-        lines.append(f"  weights: {weights / 1e9:.2f} GB in {len(ckpt.shards)} safetensors file(s)")
+        from headbake.memory import fmt_bytes
+
+        lines.append(f"  weights: {fmt_bytes(weights)} in {len(ckpt.shards)} safetensors file(s)")
         plan = _memory_plan(path, settings)
         doc["memory"] = {"needed_bytes": plan.needed, "fits": plan.fits(), "lines": plan.summary()}
         lines += [f"  {ln}" for ln in plan.summary()]
