@@ -221,8 +221,21 @@ def _base_short(source_id: str) -> str:
     return Path(source_id).name or source_id
 
 
-def card_data(prov: dict, license: str | None = None):
-    """The YAML metadata as a ``ModelCardData``."""
+def _eval_results(prov: dict, model_name: str):
+    """``model-index`` results of this checkpoint (the ``baked`` arm of the recorded evaluation), or None."""
+    ev = prov.get("evaluation")
+    if not isinstance(ev, dict) or "baked" not in (ev.get("arms") or []):
+        return None
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from headbake.evaluate.report import model_index_results
+
+    results = model_index_results(ev, "baked")
+    return model_index_to_eval_results([{"name": model_name, "results": results}])[1] if results else None
+
+
+def card_data(prov: dict, license: str | None = None, model_name: str | None = None):
+    """The YAML metadata as a ``ModelCardData`` (with ``model-index`` when an evaluation is recorded)."""
     from huggingface_hub import ModelCardData
 
     src = public_source(prov.get("source"))
@@ -236,7 +249,10 @@ def card_data(prov: dict, license: str | None = None):
     tags = list(TAGS)
     if model_type:
         tags.append(model_type)
+    eval_results = _eval_results(prov, model_name or "baked-model")
     return ModelCardData(
+        model_name=(model_name or "baked-model") if eval_results else None,
+        eval_results=eval_results,
         base_model=source_id if is_hub else None,
         base_model_relation=BASE_MODEL_RELATION if is_hub else None,
         library_name="transformers",
@@ -403,8 +419,11 @@ def card_text(
             versions.append(f"{label} {prov[key]}")
     heatmap_md = heatmap if heatmap else None
 
-    cd = card_data(prov, license=license)
     model_id = repo_id or out_name
+    cd = card_data(prov, license=license, model_name=model_id)
+    from headbake.evaluate.report import card_markdown
+
+    ev = prov.get("evaluation") if isinstance(prov.get("evaluation"), dict) else None
     ctx = dict(
         card_data=cd.to_yaml(original_order=YAML_ORDER),
         repo_marker=repo_id or "",
@@ -424,6 +443,7 @@ def card_text(
         warnings=warnings,
         verification=isinstance(ver, dict), tensor=tview, vmodel=mview,
         verify_source=source_id or "BASE_MODEL", out_name=out_name,
+        evaluation=card_markdown(ev).rstrip("\n"), has_evaluation=ev is not None,
         reproduce=_reproduce(prov, command, out_name),
         versions=", ".join(versions), created=str(prov["created"])[:10] if prov.get("created") else None,
         bibtex=BIBTEX,
