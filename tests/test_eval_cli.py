@@ -223,6 +223,8 @@ def test_bad_inputs_are_refused_in_one_line_before_loading(planted, baked, tmp_p
                     "unknown arm 'bogus'; choose from vanilla, baked, hooked, per-input")
     _one_line_error(run(*base, "--arms", "vanilla,hooked", "--data", data), 2, "the hooked arm needs --gains")
     _one_line_error(run(*base, "--baked", baked), 2, "no evaluation data")
+    _one_line_error(run(*base, "--baked", baked, "--data", data, "--split", "val"), 2,
+                    "--split and --config apply to --dataset and --recipe")
     _one_line_error(run(*base, "--baked", baked, "--recipe", "pope", "--answer-column", "gt"), 2,
                     "--answer-column applies to --dataset without --recipe")
     _one_line_error(run(*base, "--baked", baked, "--data", data, "--mode", "forced", "--engine", "vllm"), 2,

@@ -195,6 +195,8 @@ def load_rows(req: EvalRequest) -> tuple[list, dict]:
     if req.recipe and req.columns is not None:
         raise HeadbakeError("column options apply to --dataset without --recipe (a recipe states its columns)")
     if req.data:
+        if req.split or req.config:
+            raise HeadbakeError("--split and --config apply to --dataset and --recipe, not to a --data file")
         rows = read_rows(req.data, req.limit)
         desc = {"source": "jsonl", "name": Path(req.data).name}
     elif req.recipe:
