@@ -107,7 +107,7 @@ def test_agreement_none_without_shared_rows():
 def test_render_table(report):
     text = render_table(report)
     lines = text.splitlines()
-    assert lines[0] == "30 rows; arms: vanilla, baked, hooked; baseline: vanilla"
+    assert lines[0] == "30 rows; arms: vanilla, baked, hooked; baseline: vanilla; mode: generate"
     assert "overall (30 rows)" in lines and "mmstar (20 rows)" in lines and "pope (10 rows)" in lines
     baked = next(ln for ln in lines if ln.strip().startswith("baked") and "20/30" in ln)
     assert "+16.7" in baked and baked.split()[-1] in ("better", "noise")

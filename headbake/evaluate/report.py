@@ -178,7 +178,9 @@ def render_table(report: dict) -> str:
     head = f"{'arm':<12} {'correct':>11} {'acc %':>6} {'95% CI':>14}"
     if base:
         head += f" {'diff':>6} {'95% CI':>15} {'fixed':>6} {'broken':>6} {'McNemar p':>10}  verdict"
-    out = [f"{len(report['rows'])} rows; arms: {', '.join(report['arms'])}" + (f"; baseline: {base}" if base else "")]
+    mode = (report.get("settings") or {}).get("mode")
+    out = [f"{len(report['rows'])} rows; arms: {', '.join(report['arms'])}" + (f"; baseline: {base}" if base else "")
+           + (f"; mode: {mode}" if mode else "")]
     groups = list(_groups(report))
     if len(groups) == 2 and groups[1][1]["rows"] == groups[0][1]["rows"]:
         groups = [(f"overall: {groups[1][0]}", groups[0][1])]  # one benchmark covering every row: one table
