@@ -22,8 +22,11 @@ from pathlib import Path
 from headbake.errors import CheckFailed, EnvironmentProblem, HeadbakeError
 from headbake.progress import bar as progress_bar
 
-STAGES = ("resolve", "calibrate", "bake", "verify", "card", "push")
+STAGES = ("resolve", "calibrate", "bake", "verify", "eval", "card", "push")
 VERIFY_MODES = ("full", "tensors", "none")
+EVAL_MODES = ("forced", "generate")
+# Settings that only decide the evaluation: they have their own stage key, so adding them reuses the bake.
+EVAL_SETTINGS = ("eval_data", "eval_mode", "eval_max_new_tokens")
 
 
 @dataclass
@@ -43,6 +46,9 @@ class ConvertSettings:
     endpoint: str | None = None
     overwrite: bool = False
     progress: bool = True
+    eval_data: Path | None = None  # JSONL rows: evaluate vanilla vs baked after verify (card + record)
+    eval_mode: str = "forced"  # forced (fast proxy) or generate
+    eval_max_new_tokens: int = 2048
 
     def public(self) -> dict:
         """The settings that shape the published bake (for the record and the reproduce command)."""
@@ -146,6 +152,10 @@ def check(settings: ConvertSettings) -> None:
 
     if settings.verify not in VERIFY_MODES:
         raise HeadbakeError(f"--verify must be one of {', '.join(VERIFY_MODES)}, got {settings.verify!r}")
+    if settings.eval_data is not None:
+        _eval_request(settings, settings.model, None, None)  # every eval row is checked before any work
+    elif settings.eval_mode != "forced" or settings.eval_max_new_tokens != 2048:
+        raise HeadbakeError("--eval-mode and --eval-max-new-tokens apply only with --eval-data")
     check_options(CalibrateOptions(model=settings.model, **settings.calibration))
     if settings.gains_file is not None:
         from headbake.gains import load_gains
@@ -166,7 +176,7 @@ def convert(settings: ConvertSettings) -> dict:
 
     check(settings)
     out, cal = Path(settings.out), dict(settings.calibration)
-    names = [s for s in STAGES if s != "push" or settings.push_to_hub]
+    names = _stage_names(settings)
     work = work_dir(out)
     stages = Stages(names, settings.progress, work / "state.json" if work.is_dir() else None)
     result: dict = {"out": str(out), "warnings": []}
@@ -182,14 +192,17 @@ def convert(settings: ConvertSettings) -> dict:
             "identity": _source_identity(src, resolved.revision),
             "settings": {k: v for k, v in asdict(settings).items()
                          if k not in ("out", "progress", "push_to_hub", "private", "branch", "create_pr",
-                                      "endpoint", "overwrite")},
+                                      "endpoint", "overwrite", *EVAL_SETTINGS)},
             "calibration": {k: v for k, v in cal.items() if k not in ("batch_size", "device", "device_map")},
             "data": _data_fingerprint(src, cal) if settings.gains_file is None else _file_digest(settings.gains_file),
         })
-        finished = stages.state.get("out") == key_in and out.is_dir() and stages.state.get("stamps") == _stamps(out)
+        key_eval = _eval_key(settings)
+        key_out = key_in if key_eval is None else _digest([key_in, key_eval])
+        finished = stages.state.get("out") == key_out and out.is_dir() and stages.state.get("stamps") == _stamps(out)
         if finished:
-            for s in ("calibrate", "bake", "verify", "card"):
-                stages.run(s, key_in, lambda: None)
+            for s in names[1:]:
+                if s != "push":
+                    stages.run(s, key_in, lambda: None)
             result["reused"] = True
         else:
             from headbake.bake.output_dir import check_target
@@ -203,12 +216,12 @@ def convert(settings: ConvertSettings) -> dict:
                 stages.state = stages._load()  # another run may have finished stages while we waited
                 stages.state.pop("out", None)
                 try:
-                    _build(settings, resolved, key_in, work, stages, result)
+                    _build(settings, resolved, key_in, key_eval, work, stages, result)
                 except OSError as e:
                     if is_disk_full(e):
                         raise EnvironmentProblem(disk_full_message(e, kept_in_work(work))) from None
                     raise
-                stages.state.update({"out": key_in, "stamps": _stamps(out)})
+                stages.state.update({"out": key_out, "stamps": _stamps(out)})
                 stages.save()
             result["reused"] = False
         from headbake.record import read_record
@@ -264,7 +277,42 @@ def _data_fingerprint(src: Path, cal: dict) -> str:
     return fingerprint(load_data(CalibrateOptions(model=str(src), **{k: cal[k] for k in keys if k in cal})).samples)
 
 
-def _build(settings: ConvertSettings, resolved, key_in: str, work: Path, stages: Stages, result: dict) -> None:
+def _stage_names(settings: ConvertSettings) -> list:
+    return [s for s in STAGES if (s != "push" or settings.push_to_hub) and (s != "eval" or settings.eval_data)]
+
+
+def _eval_request(settings: ConvertSettings, model, baked, work):
+    """The `headbake eval` request convert runs: vanilla vs baked on --eval-data, on calibration's device and prompt."""
+    from headbake.evaluate.evaluation import EvalRequest, check_request, load_rows
+
+    cal = settings.calibration
+    req = EvalRequest(
+        model=str(model), baked=baked, arms=("vanilla", "baked"), data=settings.eval_data, mode=settings.eval_mode,
+        max_new_tokens=settings.eval_max_new_tokens, batch_size=cal.get("batch_size") or 4,
+        device=cal.get("device"), device_map=cal.get("device_map"), dtype=cal.get("dtype") or "auto",
+        prompt_template=cal.get("prompt_template"), trust_remote_code=bool(cal.get("trust_remote_code")),
+        cache=work / "eval-cache.jsonl" if work is not None else None, progress=settings.progress,
+    )
+    if settings.eval_mode not in EVAL_MODES:
+        raise HeadbakeError(f"--eval-mode must be one of {', '.join(EVAL_MODES)}, got {settings.eval_mode!r}")
+    if baked is None:  # the checks before any work: settings and every row (no --baked yet)
+        check_request(EvalRequest(**{**req.__dict__, "arms": ("vanilla",)}))
+        load_rows(req)
+    return req
+
+
+def _eval_key(settings: ConvertSettings) -> str | None:
+    """What the eval stage depends on besides the bake: the rows' content and the evaluation settings."""
+    if settings.eval_data is None:
+        return None
+    from headbake.evaluate.evaluation import EvalRequest, load_rows
+
+    _, data = load_rows(EvalRequest(model="", data=settings.eval_data))
+    return _digest([data["fingerprint"], settings.eval_mode, settings.eval_max_new_tokens])
+
+
+def _build(settings: ConvertSettings, resolved, key_in: str, key_eval: str | None, work: Path, stages: Stages,
+           result: dict) -> None:
     from headbake.bake.output_dir import atomic_directory
     from headbake.bake.verify import run_verify
     from headbake.bake.writer import bake_checkpoint
@@ -311,11 +359,29 @@ def _build(settings: ConvertSettings, resolved, key_in: str, work: Path, stages:
                 f"nothing was published, the baked copy is kept in {baked} for inspection"
             )
 
-    stages.run("verify", _digest([key_bake, settings.verify, settings.verify_samples]), verify_stage,
+    key_verify = _digest([key_bake, settings.verify, settings.verify_samples])
+    stages.run("verify", key_verify, verify_stage,
                valid=lambda: settings.verify == "none" or read_record(baked).verified)
+
+    def eval_stage():
+        from headbake.evaluate.evaluation import evaluate
+        from headbake.evaluate.report import evaluation_summary
+
+        req = _eval_request(settings, src, baked, work)
+        req.source, req.alias = source, resolved.alias
+        summary = evaluation_summary(evaluate(req))
+        rec = read_record(baked)
+        rec.evaluation = summary
+        write_record(baked, rec)
+
+    if settings.eval_data is not None:
+        stages.run("eval", _digest([key_verify, key_eval]), eval_stage,
+                   valid=lambda: read_record(baked).evaluation is not None, note=settings.eval_mode)
 
     def card_stage():
         rec = read_record(baked)
+        if settings.eval_data is None:
+            rec.evaluation = None  # a summary left by an earlier run with --eval-data is not this run's
         rec.settings = settings.public()
         if settings.gains_file is None:
             if cal.get("data"):
@@ -332,7 +398,7 @@ def _build(settings: ConvertSettings, resolved, key_in: str, work: Path, stages:
         with atomic_directory(out, overwrite=settings.overwrite) as tmp:
             tmp.rmdir()
             baked.rename(tmp)
-        for leftover in (heads,):
+        for leftover in (heads, work / "eval-cache.jsonl"):
             leftover.unlink(missing_ok=True)
 
     stages.run("card", None, card_stage)
@@ -382,7 +448,7 @@ def dry_run(settings: ConvertSettings) -> dict:
     state = Stages([], False, work_dir(out) / "state.json").state
     cached = [s for s in ("calibrate", "bake", "verify") if s in state]
     doc["stages_cached"] = cached
-    doc["stages"] = [s for s in STAGES if s != "push" or settings.push_to_hub]
+    doc["stages"] = _stage_names(settings)
     if settings.gains_file:
         lines.append(f"calibrate: skipped, gains from {settings.gains_file}")
     lines.append("stages: " + ", ".join(f"{s}{' (cached)' if s in cached else ''}" for s in doc["stages"]))

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import model_index_to_eval_results
 
+from headbake.evaluate.report import card_markdown, model_index_results
 from headbake.fsutil import write_text_atomic
 from headbake.hub.ids import looks_like_repo_id
 from headbake.record import public_source, reproduce_command
@@ -205,6 +207,7 @@ def _verification(ver) -> tuple[dict | None, dict | None, str]:
 
 def _reproduce(prov: dict, command: str | None, out_name: str) -> str:
     """The command shown under "Reproduce": given, recorded, or rebuilt from the record (never local paths)."""
+
     if command:
         return command
     if prov.get("reproduce"):
@@ -223,8 +226,19 @@ def _base_short(source_id: str) -> str:
     return Path(source_id).name or source_id
 
 
-def card_data(prov: dict, license: str | None = None):
-    """The YAML metadata as a ``ModelCardData``."""
+def _eval_results(prov: dict, model_name: str):
+    """``model-index`` results of this checkpoint (the ``baked`` arm of the recorded evaluation), or None."""
+    ev = prov.get("evaluation")
+    if not isinstance(ev, dict) or "baked" not in (ev.get("arms") or []):
+        return None
+
+    results = model_index_results(ev, "baked")
+    return model_index_to_eval_results([{"name": model_name, "results": results}])[1] if results else None
+
+
+def card_data(prov: dict, license: str | None = None, model_name: str | None = None):
+    """The YAML metadata as a ``ModelCardData`` (with ``model-index`` when an evaluation is recorded)."""
+
     src = public_source(prov.get("source"))
     source_id = src.get("id") or ""
     model = prov.get("model") or {}
@@ -236,7 +250,10 @@ def card_data(prov: dict, license: str | None = None):
     tags = list(TAGS)
     if model_type:
         tags.append(model_type)
+    eval_results = _eval_results(prov, model_name or "baked-model")
     return ModelCardData(
+        model_name=(model_name or "baked-model") if eval_results else None,
+        eval_results=eval_results,
         base_model=source_id if is_hub else None,
         base_model_relation=BASE_MODEL_RELATION if is_hub else None,
         library_name="transformers",
@@ -256,6 +273,7 @@ def card_text(
     license: str | None = None,
 ) -> str:
     """The full README.md text (YAML + Markdown); ``heatmap`` is a path relative to the card, or None."""
+
     prov = provenance or {}
     src = public_source(prov.get("source"))
     source_id = str(src.get("id") or "")
@@ -401,8 +419,10 @@ def card_text(
             versions.append(f"{label} {prov[key]}")
     heatmap_md = heatmap if heatmap else None
 
-    cd = card_data(prov, license=license)
     model_id = repo_id or out_name
+    cd = card_data(prov, license=license, model_name=model_id)
+
+    ev = prov.get("evaluation") if isinstance(prov.get("evaluation"), dict) else None
     ctx = dict(
         card_data=cd.to_yaml(original_order=YAML_ORDER),
         repo_marker=repo_id or "",
@@ -422,6 +442,7 @@ def card_text(
         warnings=warnings,
         verification=isinstance(ver, dict), tensor=tview, vmodel=mview,
         verify_source=source_id or "BASE_MODEL", out_name=out_name,
+        evaluation=card_markdown(ev).rstrip("\n"), has_evaluation=ev is not None,
         reproduce=_reproduce(prov, command, out_name),
         versions=", ".join(versions), created=str(prov["created"])[:10] if prov.get("created") else None,
         bibtex=BIBTEX,

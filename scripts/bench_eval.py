@@ -3,8 +3,7 @@
 
 One run, printed side by side:
 
-* rows/s of each arm (vanilla, baked, hooked, and per-input where this build
-  has it) in ``generate`` mode (greedy, ``--max-new-tokens``; the random demo
+* rows/s of each arm (vanilla, baked, hooked, per-input) in ``generate`` mode (greedy, ``--max-new-tokens``; the random demo
   model never stops early, so every row decodes the full budget) and in
   ``forced`` mode (one forward pass per row), through ``run_arms`` with the
   model already loaded (load time excluded);
@@ -35,24 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from headbake.evaluate.rows import EvalRow
+from headbake.evaluate.rows import EvalRow, prompt_text
 
 LETTERS = "ABCD"
-
-
-def _question_text():
-    try:
-        from headbake.evaluate.rows import prompt_text
-
-        return prompt_text
-    except ImportError:  # a build without the row module: the same layout, written out
-        def prompt_text(row):
-            if row.choices:
-                opts = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(row.choices))
-                return f"{row.question}\n{opts}\nAnswer with the option's letter from the given choices."
-            return f"{row.question}\nAnswer yes or no."
-
-        return prompt_text
 
 
 def bench_rows(n: int) -> list:
@@ -76,12 +60,10 @@ def demo_gains(demo: Path) -> tuple[list, dict]:
 
 
 def per_input_factory(preset: str = "demo"):
-    """HOOK(per-input): the paper's per-input plug-in as an arm, when this build has it; else None (not measured)."""
-    try:
-        from headbake.calibrate.per_input import apply_per_input
-        from headbake.calibrate.presets import resolve
-    except ImportError:
-        return None
+    """The paper's per-input plug-in as an arm, with the preset the bake was selected by."""
+    from headbake.calibrate.per_input import apply_per_input
+    from headbake.calibrate.presets import resolve
+
     params, _ = resolve(preset, {})
     return (lambda model: apply_per_input(model, params)), {"preset": preset, "query": "last"}
 
@@ -156,7 +138,7 @@ def main(argv=None) -> int:
     gains, preset = demo_gains(demo)
     selected = sum(g != 1.0 for row in gains for g in row)
     rows = bench_rows(args.rows)
-    qt = _question_text()
+    qt = prompt_text
     out = {"model": "demo (tiny Qwen2.5-VL, 8 layers x 4 heads, bfloat16)", "device": args.device,
            "clock": "wall" if clock == "seconds" else "process CPU time",
            "threads": torch.get_num_threads(), "rows": len(rows), "batch_size": args.batch_size,
@@ -164,10 +146,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         baked_dir = Path(tmp) / "demo-baked"
         bake_checkpoint(demo, gains_document(gains, load_model_info(demo)), baked_dir, progress=False)
-        arms = [A.vanilla(demo), A.baked(baked_dir), A.hooked(demo, gains)]
-        per_input = per_input_factory()
-        if per_input is not None:
-            arms.append(A.per_input(demo, *per_input))
+        arms = [A.vanilla(demo), A.baked(baked_dir), A.hooked(demo, gains), A.per_input(demo, *per_input_factory())]
         for mode in ("generate", "forced"):
             settings = EvalSettings(mode=mode, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                     device=args.device)
@@ -183,7 +162,7 @@ def main(argv=None) -> int:
         fwd = time_forwards(arms, inputs, args.repeats, args.device)
         out["forward_ms"] = {k: 1000 * v for k, v in fwd.items()}
         out["forward_vs_vanilla"] = {k: v / fwd["vanilla"] for k, v in fwd.items()}
-    out["per_input"] = "measured" if per_input is not None else "not measured: headbake.calibrate.per_input is not in this build"
+        out["per_input_vs_baked"] = fwd["per-input"] / fwd["baked"]
 
     if args.json:
         print(json.dumps(out, indent=2))
@@ -198,8 +177,7 @@ def main(argv=None) -> int:
               + f"   hooked=baked {m['hooked_baked_agreement']}")
     print(f"{'forward ms / batch (median)':28}" + "".join(f"{out['forward_ms'][n]:>12.2f}" for n in names))
     print(f"{'forward vs vanilla':28}" + "".join(f"{out['forward_vs_vanilla'][n]:>11.2f}x" for n in names))
-    if per_input is None:
-        print(f"per-input: {out['per_input']}")
+    print(f"per-input overhead against the baked checkpoint: {out['per_input_vs_baked']:.2f}x forward time")
     return 0
 
 

@@ -107,7 +107,7 @@ def test_agreement_none_without_shared_rows():
 def test_render_table(report):
     text = render_table(report)
     lines = text.splitlines()
-    assert lines[0] == "30 rows; arms: vanilla, baked, hooked; baseline: vanilla"
+    assert lines[0] == "30 rows; arms: vanilla, baked, hooked; baseline: vanilla; mode: generate"
     assert "overall (30 rows)" in lines and "mmstar (20 rows)" in lines and "pope (10 rows)" in lines
     baked = next(ln for ln in lines if ln.strip().startswith("baked") and "20/30" in ln)
     assert "+16.7" in baked and baked.split()[-1] in ("better", "noise")
@@ -169,3 +169,27 @@ def test_read_report_roundtrip_and_errors(report, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"format": "something/v1"}))
     with pytest.raises(HeadbakeError, match="not a headbake evaluation report"):
         read_report(tmp_path / "other.json")
+
+
+def test_summary_renders_the_same_card_without_rows(report):
+    from headbake.evaluate.report import evaluation_summary, headline
+
+    summary = evaluation_summary(report)
+    assert summary["rows"] == 30 and summary["arms"] == ["vanilla", "baked", "hooked"]
+    assert summary["statistics"]["overall"]["comparisons"] == report["statistics"]["overall"]["comparisons"]
+    text = json.dumps(summary)
+    assert "differing_rows" not in text and "fixed" in text and '"raw"' not in text and "Q1" not in text
+    assert card_markdown(summary) == card_markdown(report)
+    assert model_index_results(summary) == model_index_results(report)
+    assert headline(summary) == report["statistics"]["overall"]["comparisons"]["baked"]["verdict"]
+    assert headline(None) == "no benchmark was run"
+
+
+def test_forced_vs_generate_agreement_counts_differences():
+    from headbake.evaluate.report import mode_agreement
+
+    forced = {"baked": {"a": _res(True, "A"), "b": _res(False, "B"), "c": _res(True, "A")}}
+    generated = {"baked": {"a": _res(True, "A"), "b": _res(True, "A")}, "vanilla": {"a": _res(True, "A")}}
+    ag = mode_agreement(forced, generated)
+    assert list(ag) == ["baked"]
+    assert ag["baked"] == {"rows": 2, "same_answer": 1, "same_grade": 1, "rate": 0.5, "differing_rows": ["b"]}

@@ -25,6 +25,13 @@ from headbake.cli.options import (calibration_fields, calibration_options, json_
                    "none: skip (the card says the bake is unverified).")
 @click.option("--verify-samples", default=4, show_default=True, type=click.IntRange(min=1),
               help="Image+text inputs for the model-level check.")
+@click.option("--eval-data", type=click.Path(path_type=Path, dir_okay=False),
+              help="JSONL rows (as for `headbake eval --data`): after verify, evaluate the original against the bake "
+                   "and put the results table in the card and model-index in its YAML.")
+@click.option("--eval-mode", type=click.Choice(["forced", "generate"]), default="forced", show_default=True,
+              help="With --eval-data: forced (first-token option scores, seconds) or generate (greedy answers).")
+@click.option("--eval-max-new-tokens", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="With --eval-data --eval-mode generate: generation budget per answer.")
 @click.option("--push-to-hub", "push_to_hub", metavar="REPO_ID", help="Upload the result to this Hub repo.")
 @click.option("--private", is_flag=True, help="Create the Hub repo private.")
 @click.option("--branch", help="Push to this branch (created if missing).")
@@ -34,8 +41,8 @@ from headbake.cli.options import (calibration_fields, calibration_options, json_
 @click.option("--dry-run", is_flag=True, help="Print what would happen (model, stages cached, memory) and do nothing.")
 @quiet_option
 @json_option
-def convert_cmd(model, out, revision, gains_file, verify_mode, verify_samples, push_to_hub, private, branch, create_pr,
-                endpoint, overwrite, dry_run, quiet, as_json, **kw):
+def convert_cmd(model, out, revision, gains_file, verify_mode, verify_samples, eval_data, eval_mode, eval_max_new_tokens,
+                push_to_hub, private, branch, create_pr, endpoint, overwrite, dry_run, quiet, as_json, **kw):
     """Calibrate, bake, verify, card and (optionally) push MODEL in one go.
 
     MODEL is an alias (`headbake models`; `demo` is a tiny model built
@@ -54,7 +61,8 @@ def convert_cmd(model, out, revision, gains_file, verify_mode, verify_samples, p
     settings = ConvertSettings(
         model=model, out=out, revision=revision, calibration=calibration_fields(kw), gains_file=gains_file,
         verify=verify_mode, verify_samples=verify_samples, push_to_hub=push_to_hub, private=private, branch=branch,
-        create_pr=create_pr, endpoint=endpoint, overwrite=overwrite, progress=not quiet,
+        create_pr=create_pr, endpoint=endpoint, overwrite=overwrite, progress=not quiet, eval_data=eval_data,
+        eval_mode=eval_mode, eval_max_new_tokens=eval_max_new_tokens,
     )
     if dry_run:
         doc = plan(settings)
@@ -85,6 +93,11 @@ def convert_cmd(model, out, revision, gains_file, verify_mode, verify_samples, p
         click.echo("  verify: tensors only (exact)")
     else:
         click.echo("  verify: skipped (--verify none); the card says the bake is unverified")
+    if rec.evaluation:
+        from headbake.evaluate.report import headline
+
+        click.echo(f"  eval ({rec.evaluation.get('mode')}, {rec.evaluation.get('rows')} rows): "
+                   f"{headline(rec.evaluation)}")
     if "push" in res:
         p = res["push"]
         click.echo(f"  pushed: {p['pr_url'] or p['url']}" + (" (no changes)" if p["no_op"] else ""))

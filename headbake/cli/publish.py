@@ -38,17 +38,31 @@ def models_cmd(as_json: bool):
 @click.option("--repo-id", help="Hub id to show in the usage snippet (default: the folder name).")
 @click.option("--command", "reproduce", help="The command to show under 'Reproduce' (default: from headbake.json).")
 @click.option("--license", "license_", help="License of the base model (default: from headbake.json, if known).")
-def card_cmd(directory: Path, repo_id: str | None, reproduce: str | None, license_: str | None):
+@click.option("--eval", "eval_report", type=click.Path(path_type=Path, dir_okay=False),
+              help="A `headbake eval` report whose baked arm is DIRECTORY: its results table goes into the card, "
+                   "model-index results into its YAML, and its summary (no rows, no paths) into headbake.json.")
+def card_cmd(directory: Path, repo_id: str | None, reproduce: str | None, license_: str | None,
+             eval_report: Path | None):
     """Render DIRECTORY/README.md (the model card) from DIRECTORY/headbake.json."""
     from headbake.model_cards.render import render_card
-    from headbake.record import RECORD, has_record, read_record
+    from headbake.record import RECORD, has_record, read_record, write_record
 
     if not directory.is_dir():
         raise HeadbakeError(f"directory not found: {directory}")
     if not has_record(directory):
         raise HeadbakeError(f"{directory} has no {RECORD}; a card is rendered from a baked directory")
-    render_card(directory, read_record(directory), command=reproduce, repo_id=repo_id, license=license_)
+    rec = read_record(directory)
+    if eval_report is not None:
+        from headbake.evaluate.report import attach_to_record
+
+        attach_to_record(rec, eval_report, directory)
+        write_record(directory, rec)
+    render_card(directory, rec, command=reproduce, repo_id=repo_id, license=license_)
     click.echo(f"Wrote {directory / 'README.md'}")
+    if eval_report is not None:
+        from headbake.evaluate.report import headline
+
+        click.echo(f"  evaluation: {headline(rec.evaluation)}")
 
 
 @click.command("push")

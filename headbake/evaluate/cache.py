@@ -25,7 +25,7 @@ from headbake.hashing import sha256_file
 FORMAT = "headbake.eval-cache/v1"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Files that never change a model's outputs (a bake's record and card, repo plumbing).
-_IGNORED = {"README.md", ".gitattributes", "headbake.json", "headbake_demo.json"}
+_IGNORED = {"README.md", ".gitattributes", "headbake.json", "headbake_demo.json", "headbake_heatmap.png"}
 _MEMO: dict = {}
 
 

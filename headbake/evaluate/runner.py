@@ -28,25 +28,24 @@ import importlib.util
 import inspect
 import math
 import os
-import sys
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import transformers
 from PIL import Image
-from tqdm.auto import tqdm
-from transformers import AutoProcessor
 
 from headbake.data.prompts import chat_text
-from headbake.devices import resolve_device
-from headbake.errors import HeadbakeError, first_line
+from headbake.errors import EnvironmentProblem, HeadbakeError, first_line
 from headbake.evaluate.arms import Arm, check_arms
 from headbake.evaluate.cache import ResultCache, digest, image_digest, model_fingerprint
 from headbake.evaluate import rows as eval_rows
 from headbake.model.info import load_model_info
+from headbake.model.loading import load_model as load
+from headbake.model.loading import load_processor
+from headbake.progress import bar as progress_bar
+from headbake.progress import progress_enabled as enabled
 
 MODES = ("generate", "forced")
 ENGINES = ("transformers", "vllm")
@@ -57,7 +56,6 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 YES_NO_FORMS = {"yes": ("Yes", "yes"), "no": ("No", "no")}
 # Bump when prompt construction or scoring of forced choices changes: older cache entries stop matching.
 RUNNER_VERSION = 1
-_TRUE = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -72,10 +70,12 @@ class EvalSettings:
     device_map: str | None = None  # "auto": accelerate spreads the model
     engine: str = "transformers"  # or "vllm" (generate mode, plain arms)
     template: object | None = None  # a headbake.prompts.PromptTemplate; None: the bare question
+    trust_remote_code: bool = False  # permission to run the checkpoint's own code (does not change outputs)
 
     def cache_dict(self) -> dict:
         """What changes a row's output (the device does not, by intent; the batch size does, through padding)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("device", "device_map", "template")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("device", "device_map", "template",
+                                                                  "trust_remote_code")}
         if self.mode == "generate":
             d.pop("think_close"), d.pop("answer_prefix")
         else:
@@ -141,9 +141,8 @@ def progress_enabled(progress: bool | None = None) -> bool:
     """Bars only on a terminal, and never when ``HF_HUB_DISABLE_PROGRESS_BARS`` is set."""
     if progress is not None:
         return bool(progress)
-    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").strip().lower() in _TRUE:
-        return False
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+    return enabled(True)
 
 
 def check_settings(settings: EvalSettings, arms=()) -> None:
@@ -198,6 +197,7 @@ def row_images(row) -> list:
 
 
 def _chat_text(processor, question: str, n_images: int, template) -> str:
+
     kwargs = {"template": template} if template is not None else {}
     return chat_text(processor, question, n_images, **kwargs)
 
@@ -298,6 +298,7 @@ class ForcedScorer:
 
     def run_batch(self, model, batch: list, keep_logprobs: bool = False):
         """``[RowResult]`` (arm left empty) for the rows at ``batch``; with ``keep_logprobs`` also ``[B, V]`` log-probs."""
+
         inputs = _to_device(self.inputs(batch), _input_device(model))
         kwargs = dict(inputs)
         kwargs["use_cache"] = False
@@ -315,6 +316,7 @@ class ForcedScorer:
 
     def run(self, model, context=None, keep_logprobs: bool = False):
         """Every scorable row: ``{row index: RowResult}`` (and ``[n, V]`` log-probs in ``self.scored`` order)."""
+
         results, lps = {}, []
         with context(model) if context is not None else nullcontext():
             for batch in self.batches:
@@ -357,6 +359,7 @@ def _end_ids(model, tokenizer) -> set:
 
 def generate_batch(model, processor, rows, settings: EvalSettings, question_text=None) -> list[RowResult]:
     """Greedy answers for ``rows`` in one left-padded batch (arm left empty)."""
+
     question_text = question_text or _default_question_text
     inputs = _to_device(_processor_batch(processor, rows, settings, question_text), _input_device(model))
     tok = processor.tokenizer
@@ -391,31 +394,17 @@ def _to_device(batch, device):
 
 
 def _accepts(model, name: str) -> bool:
+
     return name in inspect.signature(model.forward).parameters
 
 
 def load_model(model_dir, settings: EvalSettings, progress: bool = False):
-    """The checkpoint's own transformers class and processor (safetensors only), on the settings' device."""
-    info = load_model_info(model_dir)
-    cls_name = info.arch.get("auto_class", "AutoModelForImageTextToText")
-    cls = getattr(transformers, cls_name, None)
-    if cls is None:
-        raise HeadbakeError(f"transformers {transformers.__version__} has no {cls_name}")
-    kwargs = dict(dtype="auto" if settings.dtype == "auto" else getattr(torch, settings.dtype), use_safetensors=True)
-    if settings.device_map:
-        kwargs["device_map"] = settings.device_map
-    if not progress:
-        from transformers.utils import logging as hf_logging
+    """The checkpoint loaded by headbake's one loader (``headbake.model.loading``), with its processor."""
 
-        hf_logging.disable_progress_bar()
-    try:
-        model = cls.from_pretrained(str(model_dir), **kwargs)
-        processor = AutoProcessor.from_pretrained(str(model_dir))
-    except (OSError, ValueError, ImportError) as e:
-        raise HeadbakeError(f"cannot load the model from {model_dir}: {first_line(e)}") from None
-    if not settings.device_map:
-        model.to(resolve_device(settings.device))
-    return model.eval(), processor
+    info = load_model_info(model_dir)
+    model = load(model_dir, info, dtype=settings.dtype, device=settings.device, device_map=settings.device_map,
+                 trust_remote_code=settings.trust_remote_code, progress=progress)
+    return model, load_processor(model_dir, trust_remote_code=settings.trust_remote_code)
 
 
 def _release() -> None:
@@ -432,11 +421,14 @@ def _release() -> None:
 
 # ----------------------------------------------------------------------------- vLLM
 def _check_vllm() -> None:
+
     if importlib.util.find_spec("vllm") is None:
-        raise HeadbakeError("--engine vllm needs vLLM, which is not installed (pip install vllm: Linux, CUDA GPU)")
+        raise EnvironmentProblem("--engine vllm needs vLLM, which is not installed (pip install vllm; it runs on "
+                                 "Linux with a CUDA GPU); use --engine transformers")
 
     if not torch.cuda.is_available():
-        raise HeadbakeError("--engine vllm needs a CUDA GPU, and torch sees none on this machine")
+        raise EnvironmentProblem("--engine vllm needs a CUDA GPU, and torch sees none on this machine; use "
+                                 "--engine transformers")
 
 
 def _vllm_generate(llm, processor, rows, settings, question_text) -> list[RowResult]:
@@ -458,8 +450,9 @@ def _vllm_load(model_dir, settings, rows):
     from vllm import LLM
 
     most = max((len(r.images) for r in rows), default=1)
-    llm = LLM(model=str(model_dir), dtype=settings.dtype, seed=0, limit_mm_per_prompt={"image": max(most, 1)})
-    return llm, AutoProcessor.from_pretrained(str(model_dir))
+    llm = LLM(model=str(model_dir), dtype=settings.dtype, seed=0, limit_mm_per_prompt={"image": max(most, 1)},
+              trust_remote_code=settings.trust_remote_code)
+    return llm, load_processor(model_dir, trust_remote_code=settings.trust_remote_code)
 
 
 # ----------------------------------------------------------------------------- running arms
@@ -472,6 +465,7 @@ def run_arms(
     question_text=None,
     progress: bool | None = None,
     on_row=None,
+    cached_only: bool = False,
 ) -> EvalRun:
     """Evaluate every arm on every row; results in row order per arm.
 
@@ -479,6 +473,8 @@ def run_arms(
     there are not recomputed. ``question_text(row)``: the user text of a row
     (default: ``headbake.evaluate.rows.prompt_text``). ``on_row(result)`` is
     called after each row is stored (tests use it to interrupt a run).
+    ``cached_only``: load no model; rows not in the cache stay ``None`` (to
+    find what an earlier run in another mode already answered).
     """
     arms = list(arms)
     check_arms(arms)
@@ -502,7 +498,7 @@ def run_arms(
                      "cpu_seconds": 0.0} for a in arms}
     for members in groups.values():
         _run_group(members, rows, settings, cache, settings_key, fingerprints, question_text, bar_on, on_row,
-                   results, meta)
+                   results, meta, cached_only)
     return EvalRun({a.name: results[a.name] for a in arms}, meta,
                    {**settings.cache_dict(), "device": settings.device, "device_map": settings.device_map,
                     "settings_sha256": settings_key})
@@ -517,13 +513,11 @@ def _row_keys(processor, rows, settings, question_text) -> list[str]:
 
 
 def _run_group(members, rows, settings, cache, settings_key, fingerprints, question_text, bar_on, on_row,
-               results, meta) -> None:
+               results, meta, cached_only=False) -> None:
     """Arms on one checkpoint: one processor, at most one loaded model, arm after arm."""
+
     model_dir = members[0].model_dir
-    try:
-        processor = AutoProcessor.from_pretrained(str(model_dir))
-    except (OSError, ValueError, ImportError) as e:
-        raise HeadbakeError(f"cannot load the processor from {model_dir}: {first_line(e)}") from None
+    processor = load_processor(model_dir, trust_remote_code=settings.trust_remote_code)
     row_keys = _row_keys(processor, rows, settings, question_text)
     forced = ForcedScorer(processor, rows, settings, question_text) if settings.mode == "forced" else None
     model = None
@@ -532,6 +526,9 @@ def _run_group(members, rows, settings, cache, settings_key, fingerprints, quest
             keys = [ResultCache.key(fingerprints[arm.name], {"arm": arm.name, **arm.identity}, settings_key, k)
                     for k in row_keys]
             missing = [i for i, k in enumerate(keys) if cache.get(k) is None]
+            if cached_only:
+                _fill_from_cache(arm, rows, keys, cache, forced, results)
+                continue
             if missing and model is None:
                 if settings.engine == "vllm":
                     model, processor = _vllm_load(model_dir, settings, rows)
@@ -545,9 +542,7 @@ def _run_group(members, rows, settings, cache, settings_key, fingerprints, quest
             _release()
 
 
-def _run_arm(arm, model, processor, rows, keys, settings, cache, forced, question_text, bar_on, on_row,
-             results, meta) -> None:
-
+def _fill_from_cache(arm, rows, keys, cache, forced, results) -> list:
     out = results[arm.name]
     for i, k in enumerate(keys):
         got = cache.get(k)
@@ -558,6 +553,14 @@ def _run_arm(arm, model, processor, rows, keys, settings, cache, forced, questio
             reason = forced.skipped(r)
             if reason and out[i] is None:
                 out[i] = RowResult(str(r.id), arm.name, "forced", skipped=reason)
+    return out
+
+
+def _run_arm(arm, model, processor, rows, keys, settings, cache, forced, question_text, bar_on, on_row,
+             results, meta) -> None:
+
+    out = _fill_from_cache(arm, rows, keys, cache, forced, results)
+    if forced is not None:
         batches = forced.batches
     else:
         batches = _batches(list(range(len(rows))), settings.batch_size)
@@ -566,8 +569,7 @@ def _run_arm(arm, model, processor, rows, keys, settings, cache, forced, questio
         return
     t0, c0 = time.perf_counter(), time.process_time()
     done = sum(r is not None for r in out)
-    bar = tqdm(total=len(rows), initial=done, desc=f"{arm.name} ({settings.mode})", unit="row", file=sys.stderr,
-               disable=not bar_on, dynamic_ncols=True)
+    bar = progress_bar(len(rows), f"{arm.name} ({settings.mode})", unit="row", enabled=bar_on, initial=done)
     try:
         with ExitStack() as stack:
             if arm.context is not None:
