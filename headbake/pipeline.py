@@ -19,8 +19,26 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from headbake.bake.output_dir import atomic_directory, check_target
+from headbake.bake.verify import run_verify
+from headbake.bake.writer import bake_checkpoint
+from headbake.calibrate.heatmap import plot_heatmap
+from headbake.calibrate.run import CalibrateOptions, calibrate, check_options, load_data, preflight
+from headbake.checkpoint import open_checkpoint, read_json
+from headbake.data.samples import fingerprint
 from headbake.errors import CheckFailed, EnvironmentProblem, HeadbakeError
+from headbake.evaluate.evaluation import EvalRequest, check_request, evaluate, load_rows
+from headbake.evaluate.report import evaluation_summary
+from headbake.fsutil import write_json_atomic
+from headbake.gains import load_gains
+from headbake.hashing import sha256_file
+from headbake.hub import aliases, demo_dir, find_alias, resolve_model
+from headbake.memory import plan_memory
+from headbake.model.info import load_model_info
+from headbake.model.loading import check_remote_code
+from headbake.model_cards.render import render_card
 from headbake.progress import bar as progress_bar
+from headbake.record import ADDED_FILES, has_record, read_record, reproduce_command, write_record
 
 STAGES = ("resolve", "calibrate", "bake", "verify", "eval", "card", "push")
 VERIFY_MODES = ("full", "tensors", "none")
@@ -75,8 +93,6 @@ def _source_identity(path: Path, revision: str | None) -> dict:
     """What calibration and bake depend on: every non-weight file's sha256 (they are small: config, chat
     template, tokenizer, processor), plus the weights' names, sizes and mtimes (the Hub commit, when known,
     pins them too)."""
-    from headbake.checkpoint import open_checkpoint
-    from headbake.hashing import sha256_file
 
     ckpt = open_checkpoint(path)
     return {
@@ -89,7 +105,6 @@ def _source_identity(path: Path, revision: str | None) -> dict:
 def _stamps(folder: Path) -> dict:
     """Size and mtime of every checkpoint file, to notice an output edited or damaged since convert wrote it
     (headbake's own files are left out: `card` and `push` may re-render the card for a repo id)."""
-    from headbake.record import ADDED_FILES
 
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir())
             if p.is_file() and p.name not in ADDED_FILES}
@@ -117,7 +132,6 @@ class Stages:
         return doc if isinstance(doc, dict) else {}
 
     def save(self) -> None:
-        from headbake.fsutil import write_json_atomic
 
         if self.state_path is not None:
             write_json_atomic(self.state_path, self.state)
@@ -146,9 +160,6 @@ class Stages:
 
 def check(settings: ConvertSettings) -> None:
     """Everything that can fail without the model, before a download or an hour of calibration."""
-    from headbake.bake.output_dir import check_target
-    from headbake.calibrate.run import CalibrateOptions, check_options
-    from headbake.record import has_record
 
     if settings.verify not in VERIFY_MODES:
         raise HeadbakeError(f"--verify must be one of {', '.join(VERIFY_MODES)}, got {settings.verify!r}")
@@ -172,7 +183,6 @@ def check(settings: ConvertSettings) -> None:
 
 def convert(settings: ConvertSettings) -> dict:
     """Run the whole pipeline; returns a summary dict (paths, figures, timings, push result, warnings)."""
-    from headbake.hub import resolve_model
 
     check(settings)
     out, cal = Path(settings.out), dict(settings.calibration)
@@ -248,9 +258,6 @@ def convert(settings: ConvertSettings) -> dict:
 
 def _preflight(settings: ConvertSettings, src: Path, source: dict) -> None:
     """The checks that need the model's files but not the model (remote code, preset, headers, images)."""
-    from headbake.calibrate.run import CalibrateOptions, load_data, preflight
-    from headbake.model.info import load_model_info
-    from headbake.model.loading import check_remote_code
 
     if settings.gains_file is None:
         o = CalibrateOptions(model=str(src), source=source, **settings.calibration)
@@ -263,15 +270,12 @@ def _preflight(settings: ConvertSettings, src: Path, source: dict) -> None:
 
 
 def _file_digest(path) -> str:
-    from headbake.hashing import sha256_file
 
     return sha256_file(Path(path))
 
 
 def _data_fingerprint(src: Path, cal: dict) -> str:
     """The calibration data's own fingerprint (image bytes + questions), so edited images count as new data."""
-    from headbake.calibrate.run import CalibrateOptions, load_data
-    from headbake.data.samples import fingerprint
 
     keys = ("data", "dataset", "split", "image_column", "question_column", "samples")
     return fingerprint(load_data(CalibrateOptions(model=str(src), **{k: cal[k] for k in keys if k in cal})).samples)
@@ -283,7 +287,6 @@ def _stage_names(settings: ConvertSettings) -> list:
 
 def _eval_request(settings: ConvertSettings, model, baked, work):
     """The `headbake eval` request convert runs: vanilla vs baked on --eval-data, on calibration's device and prompt."""
-    from headbake.evaluate.evaluation import EvalRequest, check_request, load_rows
 
     cal = settings.calibration
     req = EvalRequest(
@@ -305,7 +308,6 @@ def _eval_key(settings: ConvertSettings) -> str | None:
     """What the eval stage depends on besides the bake: the rows' content and the evaluation settings."""
     if settings.eval_data is None:
         return None
-    from headbake.evaluate.evaluation import EvalRequest, load_rows
 
     _, data = load_rows(EvalRequest(model="", data=settings.eval_data))
     return _digest([data["fingerprint"], settings.eval_mode, settings.eval_max_new_tokens])
@@ -313,16 +315,6 @@ def _eval_key(settings: ConvertSettings) -> str | None:
 
 def _build(settings: ConvertSettings, resolved, key_in: str, key_eval: str | None, work: Path, stages: Stages,
            result: dict) -> None:
-    from headbake.bake.output_dir import atomic_directory
-    from headbake.bake.verify import run_verify
-    from headbake.bake.writer import bake_checkpoint
-    from headbake.calibrate.heatmap import plot_heatmap
-    from headbake.calibrate.run import CalibrateOptions, calibrate
-    from headbake.checkpoint import read_json
-    from headbake.fsutil import write_json_atomic
-    from headbake.gains import load_gains
-    from headbake.model_cards.render import render_card
-    from headbake.record import has_record, read_record, reproduce_command, write_record
 
     src, source, cal = resolved.path, resolved.source(), settings.calibration
     heads, baked, out = work / "heads.json", work / "baked", Path(settings.out)
@@ -364,8 +356,6 @@ def _build(settings: ConvertSettings, resolved, key_in: str, key_eval: str | Non
                valid=lambda: settings.verify == "none" or read_record(baked).verified)
 
     def eval_stage():
-        from headbake.evaluate.evaluation import evaluate
-        from headbake.evaluate.report import evaluation_summary
 
         req = _eval_request(settings, src, baked, work)
         req.source, req.alias = source, resolved.alias
@@ -406,8 +396,6 @@ def _build(settings: ConvertSettings, resolved, key_in: str, key_eval: str | Non
 
 def dry_run(settings: ConvertSettings) -> dict:
     """What convert would do, without downloading, loading or writing anything."""
-    from headbake.checkpoint import open_checkpoint
-    from headbake.hub import aliases, demo_dir, find_alias, resolve_model
 
     check(settings)
     out = Path(settings.out)
@@ -462,7 +450,6 @@ def dry_run(settings: ConvertSettings) -> dict:
 
 def _remote_size(model: str, revision: str | None, endpoint: str | None) -> int | None:
     """Bytes convert would download (safetensors + small files), from the Hub's file listing when reachable."""
-    from headbake.hub import aliases, find_alias
 
     alias = find_alias(model)
     repo = aliases()[alias]["repo"] if alias else model
@@ -477,7 +464,6 @@ def _remote_size(model: str, revision: str | None, endpoint: str | None) -> int 
 
 def _memory_plan(path: Path, settings: ConvertSettings):
     """What calibrate and verify will need on the chosen device (``headbake.memory``)."""
-    from headbake.memory import plan_memory
 
     cal = settings.calibration
     step = "verify" if settings.gains_file is not None else "convert"

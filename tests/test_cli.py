@@ -73,9 +73,9 @@ def test_usage_errors_exit_2_and_unexpected_errors_respect_headbake_debug(monkey
     def boom(*a, **k):
         raise RuntimeError("unexpected\nsecond line")
 
-    import headbake.gains as gains_mod
+    import headbake.cli.bake as bake_cli
 
-    monkeypatch.setattr(gains_mod, "load_gains", boom)
+    monkeypatch.setattr(bake_cli, "load_gains", boom)
     r = CliRunner().invoke(main, ["bake", "x", "--gains", "g.json", "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and r.output.strip() == (
         "Error: unexpected (RuntimeError; set HEADBAKE_DEBUG=1 for a traceback)")

@@ -86,7 +86,7 @@ def test_changed_inputs_need_overwrite(converted):
 def test_verification_failure_stops_before_output_and_push(home, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    import headbake.bake.verify as verify_mod
+    import headbake.pipeline as verify_mod  # convert calls run_verify through the pipeline
 
     real = verify_mod.run_verify
 

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import click
 
+from headbake.bake.output_dir import check_target
 from headbake.cli.main import emit_json
-from headbake.errors import CHECK_FAILED
 from headbake.cli.options import device_options, json_option, out_option, quiet_option, revision_option
+from headbake.errors import CHECK_FAILED
+from headbake.fsutil import ensure_writable, write_json_atomic
+from headbake.gains import load_gains
 
 
 @click.command()
@@ -32,8 +35,6 @@ def bake(src, gains_file, out, revision, overwrite, force, checksums, quiet):
     SRC is never modified and OUT appears only when complete.
     """
     from headbake.bake.writer import bake_checkpoint
-    from headbake.bake.output_dir import check_target
-    from headbake.gains import load_gains
     from headbake.hub import resolve_model
 
     load_gains(gains_file)  # a bad gains file or --out fails before any download
@@ -77,7 +78,6 @@ def verify(src, baked, revision, gains_file, tensors_only, samples, new_tokens, 
     Exit 0 when both levels pass, 1 when either fails.
     """
     from headbake.bake.verify import run_verify
-    from headbake.fsutil import ensure_writable, write_json_atomic
     from headbake.hub import resolve_model
 
     if report:

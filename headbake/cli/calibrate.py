@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from headbake.checkpoint import read_json
 from headbake.cli.main import emit_json
-from headbake.cli.options import (calibration_fields, calibration_options, json_option, out_option, quiet_option,
-                                  revision_option)
+from headbake.cli.options import (
+    calibration_fields,
+    calibration_options,
+    json_option,
+    out_option,
+    quiet_option,
+    revision_option,
+)
+from headbake.fsutil import ensure_writable, write_json_atomic
+from headbake.gains import load_gains
 
 
 @click.command("calibrate")
@@ -24,7 +35,6 @@ def calibrate_cmd(model, out, revision, png, quiet, as_json, **kw):
     (`headbake models`) or a Hub id.
     """
     from headbake.calibrate.run import CalibrateOptions, calibrate, check_options
-    from headbake.fsutil import ensure_writable
     from headbake.hub import resolve_model
 
     ensure_writable(out, "--out")
@@ -78,11 +88,9 @@ def heads_cmd(gains_file, png, no_png, other, as_json):
     --compare B, print how the two selections overlap instead (what changing
     the data, query or prompt did).
     """
-    from pathlib import Path
 
     from headbake.calibrate.agreement import compare_calibrations, format_comparison
     from headbake.calibrate.heatmap import format_table, plot_heatmap
-    from headbake.gains import load_gains
 
     doc = load_gains(gains_file)
     if other is not None:
@@ -124,11 +132,8 @@ def merge_cmd(parts, out, preset):
     The per-head statistics merge as if one run had seen every sample; heads
     are then selected again from the merged S_v.
     """
-    from pathlib import Path
 
     from headbake.calibrate.merge import merge_documents
-    from headbake.checkpoint import read_json
-    from headbake.fsutil import write_json_atomic
 
     docs = [read_json(Path(p), "gains file", strict=True, allow_nan=True) for p in parts]
     doc = merge_documents(docs, preset=preset)

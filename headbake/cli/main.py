@@ -10,7 +10,7 @@ import sys
 import click
 
 from headbake import __version__
-from headbake.errors import ENVIRONMENT, INTERRUPTED, USAGE, HeadbakeError, first_line
+from headbake.errors import ENVIRONMENT, INTERRUPTED, HeadbakeError, first_line
 
 # Commands in the order a user meets them.
 FLOW = ("convert", "models", "presets", "calibrate", "heads", "merge", "tune", "bake", "verify", "eval", "card",

@@ -9,6 +9,7 @@ import click
 from headbake.cli.main import emit_json
 from headbake.cli.options import json_option
 from headbake.errors import HeadbakeError
+from headbake.record import RECORD, has_record, read_record, write_record
 
 
 @click.command("models")
@@ -45,7 +46,6 @@ def card_cmd(directory: Path, repo_id: str | None, reproduce: str | None, licens
              eval_report: Path | None):
     """Render DIRECTORY/README.md (the model card) from DIRECTORY/headbake.json."""
     from headbake.model_cards.render import render_card
-    from headbake.record import RECORD, has_record, read_record, write_record
 
     if not directory.is_dir():
         raise HeadbakeError(f"directory not found: {directory}")

@@ -43,7 +43,6 @@ from headbake.hub.download import card_license
 from headbake.hub.env import bounded_timeouts, hub_endpoint, offline_variable, resolve_token, xet_scope
 from headbake.hub.errors import push_error, retryable, scrubbed, server_message, status_of
 from headbake.hub.ids import looks_like_repo_id
-from headbake.model_cards.render import card_repo_marker, card_text
 from headbake.record import has_record, local_paths, read_record
 from headbake.safepaths import check_inside, check_no_token, safe_member
 
@@ -347,7 +346,9 @@ def card_for_repo(folder: Path, repo_id: str) -> str | None:
     Only a card that is exactly what headbake rendered (for whatever repo id it
     named before) is re-rendered; a hand-edited card is pushed as it is.
     """
-    # At call time: the card renderer imports headbake.hub.ids, so a module-level import would be a cycle.
+    # Deferred: the card renderer imports headbake.hub.ids (a cycle at module level), and resolving a model,
+    # which every command does, should not load it.
+    from headbake.model_cards.render import card_repo_marker, card_text
 
     readme = folder / CARD_FILE
     if not readme.is_file():
