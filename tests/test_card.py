@@ -9,7 +9,8 @@ import re
 import pytest
 from huggingface_hub import ModelCard
 
-from headbake.model_cards.render import BASE_MODEL_RELATION, card_repo_marker, card_text, render_card
+from headbake.model_cards.context import BASE_MODEL_RELATION
+from headbake.model_cards.render import card_repo_marker, card_text, render_card
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
