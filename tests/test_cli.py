@@ -146,3 +146,11 @@ def test_clone_falls_back_to_copy_file_range_then_plain_copy(tmp_path, monkeypat
     monkeypatch.setattr(clone.os, "copy_file_range", broken)
     with pytest.raises(OSError):
         clone.clone_file(str(src), str(tmp_path / "c"))
+
+
+def test_no_progress_frames_into_a_pipe(tiny_bf16, tmp_path):
+    """Without -q, on a pipe: no bar from headbake, transformers (loading weights) or huggingface_hub."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    proc = _py("calibrate", tiny_bf16, "--preset", "demo", "--samples", "2", "-o", tmp_path / "h.json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "Loading weights" not in proc.stderr

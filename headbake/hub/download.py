@@ -26,6 +26,7 @@ from headbake.hub.errors import download_error
 from headbake.hub.ids import is_commit_sha, looks_like_path, looks_like_repo_id
 from headbake.model.aliases import aliases, find_alias, nearest_alias
 from headbake.model.info import architectures
+from headbake.progress import quiet_libraries
 
 # Everything transformers needs to load a checkpoint and its processor; nothing else
 # (no pickle .bin, no ONNX/GGUF variants, no README/images).
@@ -217,6 +218,7 @@ def resolve_model(
     None fetches a model's ``*.py`` files only when its config points at them
     (``auto_map``); False never fetches code.
     """
+    quiet_libraries(progress)  # no download bars into a pipe either
     name = (name or "").strip()
     if not name:
         raise HeadbakeError("no model given; pass an alias (see `headbake models`), a Hub id or a directory")

@@ -15,7 +15,7 @@ from transformers import AutoProcessor
 from headbake.devices import resolve_device
 from headbake.errors import HeadbakeError, first_line
 from headbake.model.info import DTYPES
-
+from headbake.progress import quiet_libraries
 
 
 def torch_dtype(name):
@@ -55,10 +55,7 @@ def load_model(path, info, *, dtype="auto", device=None, device_map=None, max_me
             kwargs["max_memory"] = max_memory
         if offload_folder:
             kwargs["offload_folder"] = str(offload_folder)
-    if not progress:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    quiet_libraries(progress)
     try:
         model = cls.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as e:
