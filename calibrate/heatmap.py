@@ -126,9 +126,11 @@ def plot_heatmap(doc: dict, path) -> Path:
             first = False
     preset = doc.get("preset") or {}
     if "l_perc" in preset and preset["l_perc"] < layers - 1:
-        ax.axhline(preset["l_perc"] + 0.5, color="#ff3b30", linestyle="--", linewidth=0.8)
+        ax.axhline(preset["l_perc"] + 0.5, color="#ff3b30", linestyle="--", linewidth=0.8,
+                   label=f"l_perc = {preset['l_perc']} (perceptual heads at or above this line)")
     if "l_reas" in preset and 0 < preset["l_reas"] < layers:
-        ax.axhline(preset["l_reas"] - 0.5, color="#00e5ff", linestyle=":", linewidth=0.8)
+        ax.axhline(preset["l_reas"] - 0.5, color="#00e5ff", linestyle=":", linewidth=0.8,
+                   label=f"l_reas = {preset['l_reas']} (reasoning heads below this line)")
     ax.set_xlabel("head")
     ax.set_ylabel("decoder layer (0-based)")
     step_h = max(1, heads // 16)
@@ -136,14 +138,15 @@ def plot_heatmap(doc: dict, path) -> Path:
     ax.set_xticks(range(0, heads, step_h))
     ax.set_yticks(range(0, layers, step_l))
     counts = doc.get("counts") or {}
-    title = "attention share on image tokens (S_v)"
+    model = (doc.get("source") or {}).get("id")
+    model = Path(str(model)).name if model and str(model).startswith("/") else model  # never a local path
+    title = f"{model}: attention share on image tokens (S_v)" if model else "attention share on image tokens (S_v)"
     if counts:
         title += (f"\n{counts.get('perceptual', 0)} perceptual, {counts.get('reasoning', 0)} reasoning"
                   f" ({100 * float(counts.get('share', 0)):.1f}%)")
     ax.set_title(title, fontsize=10)
-    if sel.get("perceptual") or sel.get("reasoning"):
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7, frameon=False,
-                  facecolor="#555555")
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7, frameon=False)
     fig.tight_layout()
 
     path = Path(path)
