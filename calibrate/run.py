@@ -32,6 +32,8 @@ class CalibrateOptions:
     model: str
     out: str | None = None
     preset: str = _opt("default", "Selection preset (see `headbake presets`; default: the model's own).")
+    preset_file: str | None = _opt(None, "Selection values from a preset file written by `headbake tune` "
+                                   "(instead of --preset).", path=True)
     l_perc: int | None = _opt(None, "Override: last decoder layer (0-based) for perceptual heads.", min=0)
     l_reas: int | None = _opt(None, "Override: first decoder layer (0-based) for reasoning heads.", min=0)
     tau_perc: float | None = _opt(None, "Override: perceptual heads need S_v >= tau_perc.")
@@ -106,6 +108,12 @@ def check_options(o: CalibrateOptions):
         from headbake.data.prompts import load_prompt_template
 
         load_prompt_template(o.prompt_template)
+    if o.preset_file is not None:
+        from headbake.calibrate.preset_file import load_preset_file
+
+        if o.preset != "default":
+            raise HeadbakeError("give either --preset or --preset-file, not both")
+        load_preset_file(o.preset_file)
     return query_spec(o.query, o.k)
 
 
@@ -145,8 +153,15 @@ def preflight(o: CalibrateOptions, model_loaded: bool = False) -> Preflight:
         check_remote_code(info, o.trust_remote_code)
     source = o.source or {"id": str(model_dir.resolve()), "revision": None}
     alias = identify_model(source.get("id"), o.alias)
-    params, preset_block = resolve(o.preset, o.overrides, model_id=source.get("id"), alias=alias)
-    warnings = [preset_block["notice"]] if preset_block.get("notice") else []
+    if o.preset_file is not None:
+        from headbake.calibrate.preset_file import load_preset_file, preset_block as file_block, transfer_warning
+
+        pfile = load_preset_file(o.preset_file)
+        params, preset_block = file_block(pfile, o.overrides)
+        warnings = [w for w in (transfer_warning(pfile, info, source.get("id")),) if w]
+    else:
+        params, preset_block = resolve(o.preset, o.overrides, model_id=source.get("id"), alias=alias)
+        warnings = [preset_block["notice"]] if preset_block.get("notice") else []
     warnings += validate_params(params, info.num_layers)
     template = prompt_template(o, alias)
     ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids
