@@ -90,9 +90,9 @@ def main():
 
 
 def _register() -> None:
-    from headbake.cli import bake, calibrate, convert, publish
+    from headbake.cli import bake, calibrate, convert, publish, tune
 
-    for mod in (convert, calibrate, bake, publish):
+    for mod in (convert, calibrate, bake, publish, tune):
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 
