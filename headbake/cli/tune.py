@@ -25,7 +25,8 @@ from headbake.errors import INTERRUPTED
 @click.option("--holdout-fraction", type=click.FloatRange(0, 1, max_open=True),
               help="Hold this share of the dev rows out instead (seeded; 0: no held-out check) [default: 0.3].")
 @click.option("--trials", default=100, show_default=True, type=click.IntRange(min=1),
-              help="Finished trials the study should hold (a total: a rerun continues up to it).")
+              help="Evaluated trials the study should hold: a total, so a rerun continues up to it (draws that "
+                   "are infeasible or repeat an evaluated setting cost nothing and do not count).")
 @click.option("--objective", type=click.Choice(["forced", "generate"]), default="forced", show_default=True,
               help="Dev accuracy by the forced-answer proxy (one forward pass per row) or by greedy generation.")
 @click.option("--sampler", type=click.Choice(["tpe", "nsga2"]), default="tpe", show_default=True,
