@@ -26,6 +26,8 @@ class CalibrateOptions:
     model: str
     out: str | None = None
     preset: str = _opt("default", "Selection preset (see `headbake presets`; default: the model's own).")
+    preset_file: str | None = _opt(None, "Selection values from a preset file written by `headbake tune` "
+                                   "(instead of --preset).", path=True)
     l_perc: int | None = _opt(None, "Override: last decoder layer (0-based) for perceptual heads.", min=0)
     l_reas: int | None = _opt(None, "Override: first decoder layer (0-based) for reasoning heads.", min=0)
     tau_perc: float | None = _opt(None, "Override: perceptual heads need S_v >= tau_perc.")
@@ -100,6 +102,12 @@ def check_options(o: CalibrateOptions):
             raise HeadbakeError(f"--out is a directory: {out}")
     if o.prompt_template is not None:
         load_prompt_template(o.prompt_template)
+    if o.preset_file is not None:
+        from headbake.calibrate.preset_file import load_preset_file
+
+        if o.preset != "default":
+            raise HeadbakeError("give either --preset or --preset-file, not both")
+        load_preset_file(o.preset_file)
     return query_spec(o.query, o.k)
 
 

@@ -58,8 +58,15 @@ def preflight(o: CalibrateOptions, model_loaded: bool = False) -> Preflight:
         check_remote_code(info, o.trust_remote_code)
     source = o.source or {"id": str(model_dir.resolve()), "revision": None}
     alias = identify_model(source.get("id"), o.alias)
-    params, preset_block = resolve(o.preset, o.overrides, model_id=source.get("id"), alias=alias)
-    warnings = [preset_block["notice"]] if preset_block.get("notice") else []
+    if o.preset_file is not None:
+        from headbake.calibrate.preset_file import load_preset_file, preset_block as file_block, transfer_warning
+
+        pfile = load_preset_file(o.preset_file)
+        params, preset_block = file_block(pfile, o.overrides)
+        warnings = [w for w in (transfer_warning(pfile, info, source.get("id")),) if w]
+    else:
+        params, preset_block = resolve(o.preset, o.overrides, model_id=source.get("id"), alias=alias)
+        warnings = [preset_block["notice"]] if preset_block.get("notice") else []
     warnings += validate_params(params, info.num_layers)
     template = prompt_template(o, alias)
     ids = tuple(int(i) for i in o.visual_token_ids) or info.visual_token_ids

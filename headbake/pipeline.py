@@ -78,6 +78,10 @@ class ConvertSettings:
         out.update({k: cal.get(k) for k in ("preset", "query", "k", "samples", "dtype")})
         out["overrides"] = {k: cal.get(k) for k in ("l_perc", "l_reas", "tau_perc", "tau_reas", "g_perc", "g_reas")
                             if cal.get(k) is not None}
+        if cal.get("preset_file"):  # the tuned values, spelled out: the reproduce command needs no file
+            from headbake.calibrate.preset_file import load_preset_file
+
+            out["overrides"] = {**load_preset_file(cal["preset_file"]).params.as_dict(), **out["overrides"]}
         return out
 
 
@@ -168,6 +172,8 @@ def check(settings: ConvertSettings) -> None:
     elif settings.eval_mode != "forced" or settings.eval_max_new_tokens != 2048:
         raise HeadbakeError("--eval-mode and --eval-max-new-tokens apply only with --eval-data")
     check_options(CalibrateOptions(model=settings.model, **settings.calibration))
+    if settings.gains_file is not None and settings.calibration.get("preset_file"):
+        raise HeadbakeError("give either --gains or --preset-file, not both")
     if settings.gains_file is not None:
         from headbake.gains import load_gains
 
@@ -205,6 +211,7 @@ def convert(settings: ConvertSettings) -> dict:
                                       "endpoint", "overwrite", *EVAL_SETTINGS)},
             "calibration": {k: v for k, v in cal.items() if k not in ("batch_size", "device", "device_map")},
             "data": _data_fingerprint(src, cal) if settings.gains_file is None else _file_digest(settings.gains_file),
+            "preset_file": _file_digest(cal["preset_file"]) if cal.get("preset_file") else None,
         })
         key_eval = _eval_key(settings)
         key_out = key_in if key_eval is None else _digest([key_in, key_eval])
@@ -380,6 +387,10 @@ def _build(settings: ConvertSettings, resolved, key_in: str, key_eval: str | Non
                 rec.settings["data"] = {"kind": "dataset", "name": Path(cal["dataset"]).name
                                         if Path(cal["dataset"]).exists() else cal["dataset"],
                                         "split": cal.get("split", "train")}
+        if cal.get("preset_file") and settings.gains_file is None:
+            from headbake.calibrate.preset_file import load_preset_file
+
+            rec.tuning = load_preset_file(cal["preset_file"]).tuning or None  # how the values were chosen
         rec.reproduce = reproduce_command(rec.source, rec.settings, out.name)
         write_record(baked, rec)
         if doc.get("visual_ratio"):

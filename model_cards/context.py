@@ -369,7 +369,7 @@ def card_context(
                                 "meaning": "position(s) i* whose attention defines S_v", "origin": origin("query")})
         known = {k for k, _ in _HYPERPARAMETERS} | {"name", "from_paper", "values_from_paper", "overrides",
                                                     "description", "requested", "sources", "source_notes",
-                                                    "notice"}
+                                                    "notice", "preset_file"}
         for key, value in preset.items():
             if key not in known and not isinstance(value, (list, dict)):
                 preset_rows.append({"name": key, "value": _num(value), "meaning": "", "origin": origin(key)})
@@ -428,6 +428,7 @@ def card_context(
         reproduce=_reproduce(prov, command, out_name),
         versions=", ".join(versions), created=str(prov["created"])[:10] if prov.get("created") else None,
         bibtex=BIBTEX,
+        tuning=tuning_view(prov.get("tuning")),
     )
     return ctx
 
@@ -438,6 +439,7 @@ _SOURCE_WORDS = {
                         "against the PDF)",
     "headbake": "headbake (demo model)",
     "override": "set for this run",
+    "tuned": "tuned by `headbake tune` (see below)",
 }
 
 
@@ -454,6 +456,8 @@ def _preset_origin(preset: dict | None) -> str:
                 "reproduction; not checked against the PDF")
     elif "headbake" in sources:
         text = "headbake's setting for its tiny random demo model, not the paper's"
+    elif "tuned" in sources:
+        text = "chosen for this model by `headbake tune` (see How the settings were chosen)"
     else:
         text = ""
     if changed:
@@ -486,3 +490,46 @@ def _query_text(q: dict) -> str:
     if mode == "generated_k":
         return f"the first {k} generated tokens (averaged)"
     return f"{mode}" + (f" (k={k})" if k else "")
+
+
+def tuning_view(tuning) -> dict | None:
+    """The card's tuning section from the record's ``tuning`` block (``headbake tune``): what was searched, on
+    which data (named and fingerprinted, never a path), and the held-out result with its paired statistics."""
+    if not isinstance(tuning, dict):
+        return None
+    dev = tuning.get("dev") if isinstance(tuning.get("dev"), dict) else {}
+    hold = tuning.get("holdout") if isinstance(tuning.get("holdout"), dict) else None
+    res = tuning.get("holdout_result") if isinstance(tuning.get("holdout_result"), dict) else None
+    objective = tuning.get("objective") if isinstance(tuning.get("objective"), dict) else {}
+    default = tuning.get("default_preset") if isinstance(tuning.get("default_preset"), dict) else {}
+    labels = {"vanilla": "original (base model)", "tuned": "tuned (this checkpoint)",
+              "default": f"default preset `{default.get('name', '?')}`"}
+    rows = []
+    if res:
+        for arm, a in (res.get("arms") or {}).items():
+            c = (res.get("comparisons") or {}).get(arm)
+            ci = a.get("ci95")
+            row = {"name": labels.get(arm, arm), "correct": f"{a.get('correct')}/{a.get('n')}",
+                   "accuracy": _pct(a.get("accuracy")) + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci else ""),
+                   "diff": "—", "fixed": "—", "p": "—", "verdict": "baseline"}
+            if c:
+                lo, hi = c["ci95"]
+                row.update(diff=f"{100 * c['difference']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})",
+                           fixed=f"{c['fixed']} / {c['broken']}", p=f"{c['mcnemar_p']:.3g}", verdict=c["outcome"])
+            rows.append(row)
+    vs = res.get("tuned_vs_default") if res else None
+    dev_result = tuning.get("dev_result") if isinstance(tuning.get("dev_result"), dict) else {}
+    tuned_dev, van_dev = dev_result.get("tuned") or {}, dev_result.get("vanilla") or {}
+    return {
+        "evaluated": tuning.get("evaluated"), "pruned": tuning.get("pruned", 0), "sampler": tuning.get("sampler"),
+        "seed": tuning.get("seed"), "accuracy": objective.get("accuracy"), "kl": objective.get("kl"),
+        "rule": (tuning.get("choice") or {}).get("rule"),
+        "dev": dev, "holdout": hold, "rows": rows, "vs_default": vs.get("verdict") if isinstance(vs, dict) else None,
+        "method": "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in (res.get("method") or {}).items())
+        if res else None,
+        "default_note": None if default.get("applicable", True) else
+        f"The default preset `{default.get('name')}` was not compared: {default.get('why')}.",
+        "dev_line": (f"on the dev rows: {tuned_dev.get('correct')}/{tuned_dev.get('n')} tuned against "
+                     f"{van_dev.get('correct')}/{van_dev.get('n')} for the original, KL {_num(tuned_dev.get('kl'))} "
+                     "nats") if tuned_dev else None,
+    }

@@ -20,7 +20,7 @@ start=$SECONDS
 # resolve: huggingface_hub + httpx2), the card (jinja2), the probe on transformers' attention
 # (eager vs registry, padded batches), calibrate end to end (processor: tokenizers, torchvision,
 # pillow; heatmap: matplotlib; click), datasets, math-verify/sympy, and a model-level verify with
-# accelerate's device_map.
+# accelerate's device_map; optuna's journal storage and samplers (tune).
 SUBSET=(
     tests/test_fold.py
     tests/test_modelinfo.py
@@ -36,6 +36,7 @@ SUBSET=(
     tests/test_hardening_header.py
     tests/test_samples_regime.py
     tests/test_memory.py
+    tests/test_tune.py
     "tests/test_bake.py::test_verify_passes_and_gain_changes_logits"
     "tests/test_bake.py::test_verify_with_device_map_reloads_for_the_reference"
 )

@@ -8,6 +8,7 @@ import click
 
 from headbake.bake.output_dir import check_target
 from headbake.cli.main import emit_json
+from headbake.errors import CHECK_FAILED, HeadbakeError
 from headbake.cli.options import device_options, json_option, out_option, quiet_option, revision_option
 from headbake.errors import CHECK_FAILED
 from headbake.fsutil import ensure_writable, write_json_atomic
@@ -16,8 +17,10 @@ from headbake.gains import load_gains
 
 @click.command()
 @click.argument("src")
-@click.option("--gains", "gains_file", required=True, type=click.Path(path_type=Path),
+@click.option("--gains", "gains_file", type=click.Path(path_type=Path),
               help="headbake.gains/v1 file (from `headbake calibrate` or written by hand).")
+@click.option("--preset-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Bake the gains a `headbake tune` preset file carries (instead of --gains).")
 @out_option("Output directory (created; must not exist unless --overwrite).", dir_okay=True, file_okay=False)
 @revision_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing non-empty output directory.")
@@ -25,7 +28,7 @@ from headbake.gains import load_gains
 @click.option("--checksums", is_flag=True,
               help="Also record sha256 of every weight shard (reads all bytes twice; `verify` records them anyway).")
 @quiet_option
-def bake(src, gains_file, out, revision, overwrite, force, checksums, quiet):
+def bake(src, gains_file, preset_file, out, revision, overwrite, force, checksums, quiet):
     """Fold per-head gains into the o_proj columns of checkpoint SRC, writing OUT.
 
     SRC is a checkpoint directory, an alias (`headbake models`) or a Hub id.
@@ -37,11 +40,30 @@ def bake(src, gains_file, out, revision, overwrite, force, checksums, quiet):
     from headbake.bake.writer import bake_checkpoint
     from headbake.hub import resolve_model
 
-    load_gains(gains_file)  # a bad gains file or --out fails before any download
+    if (gains_file is None) == (preset_file is None):
+        raise HeadbakeError("give either --gains or --preset-file")
+    tuned = None
+    if preset_file is not None:
+        from headbake.calibrate.preset_file import load_preset_file
+
+        tuned = load_preset_file(preset_file)  # carries the gains tune evaluated (bake cannot measure S_v)
+    else:
+        load_gains(gains_file)  # a bad gains file or --out fails before any download
     check_target(out, overwrite)
     resolved = resolve_model(src, revision=revision, progress=not quiet)
-    res = bake_checkpoint(resolved.path, gains_file, out, overwrite=overwrite, force=force, checksums=checksums,
-                          progress=not quiet, source=resolved.source())
+    res = bake_checkpoint(resolved.path, tuned.gains if tuned else gains_file, out, overwrite=overwrite, force=force,
+                          checksums=checksums, progress=not quiet, source=resolved.source())
+    if tuned is not None:
+        from headbake.calibrate.preset_file import transfer_warning
+        from headbake.model.info import load_model_info
+        from headbake.record import read_record, write_record
+
+        rec = read_record(out)
+        rec.tuning = tuned.tuning or None  # the card says it was tuned, on what data, and the held-out result
+        write_record(out, rec)
+        warning = transfer_warning(tuned, load_model_info(resolved.path), resolved.source().get("id"))
+        if warning:
+            res.warnings.append(warning)
     for w in res.warnings:
         click.echo(f"Warning: {w}", err=True)
     how = ", ".join(f"{n} by {m}" for m, n in sorted(res.copy_methods.items()))

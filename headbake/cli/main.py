@@ -89,9 +89,9 @@ def main():
 
 
 def _register() -> None:
-    from headbake.cli import bake, calibrate, convert, evaluate, publish
+    from headbake.cli import bake, calibrate, convert, evaluate, publish, tune
 
-    for mod in (convert, calibrate, bake, evaluate, publish):
+    for mod in (convert, calibrate, tune, bake, evaluate, publish):
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 
