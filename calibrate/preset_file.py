@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from headbake.calibrate.presets import apply_overrides
 from headbake.calibrate.selection import PARAM_NAMES, Params, validate_params
 from headbake.errors import HeadbakeError
 
@@ -85,20 +86,7 @@ def preset_block(pf: PresetFile, overrides: dict | None = None) -> tuple[Params,
 
     The block has the shape ``presets.resolve`` gives, with every value's source ``tuned``.
     """
-    import math
-
-    values = pf.params.as_dict()
-    changed = []
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key not in PARAM_NAMES:
-            raise HeadbakeError(f"unknown preset value {key!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise HeadbakeError(f"{key} must be finite, got {value}")
-        if value != values[key]:
-            changed.append(key)
-        values[key] = value
+    values, changed = apply_overrides(pf.params.as_dict(), overrides)
     params = Params(**values)
     sources = {k: ("override" if k in changed else SOURCE) for k in PARAM_NAMES}
     block = {

@@ -124,6 +124,22 @@ def default_preset_for(model_id: str | None = None, alias: str | None = None) ->
     return FALLBACK, TRANSFER_NOTICE.format(model=who)
 
 
+def apply_overrides(values: dict, overrides: dict | None) -> tuple[dict, list]:
+    """``values`` with the given overrides (None entries ignored), and the keys they changed."""
+    values, changed = dict(values), []
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in PARAM_NAMES:
+            raise HeadbakeError(f"unknown preset value {key!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise HeadbakeError(f"{key} must be finite, got {value}")
+        if value != values[key]:
+            changed.append(key)
+        values[key] = value
+    return values, changed
+
+
 def resolve(name: str, overrides: dict | None = None, *, model_id: str | None = None,
             alias: str | None = None) -> tuple[Params, dict]:
     """Preset values with ``overrides`` (None entries ignored) -> (Params, the gains file's ``preset`` block).
@@ -138,18 +154,7 @@ def resolve(name: str, overrides: dict | None = None, *, model_id: str | None = 
     else:
         resolved = name
     preset = get_preset(resolved)
-    values = dict(preset.values)
-    changed = []
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key not in PARAM_NAMES:
-            raise HeadbakeError(f"unknown preset value {key!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise HeadbakeError(f"{key} must be finite, got {value}")
-        if value != values[key]:
-            changed.append(key)
-        values[key] = value
+    values, changed = apply_overrides(preset.values, overrides)
     params = Params(**values)
     sources = {k: ("override" if k in changed else preset.sources[k]) for k in PARAM_NAMES}
     block = {
