@@ -18,7 +18,6 @@ bake changed something the rounding cannot explain.
 from __future__ import annotations
 
 import gc
-import sys
 
 import torch
 from transformers.utils import logging as hf_logging
@@ -27,7 +26,6 @@ from headbake.bake.reference import reference_dtype, stored_dtype, upcast_forwar
 from headbake.data.prompts import build_inputs
 from headbake.data.samples import synthetic_samples
 from headbake.devices import input_device, resolve_device
-from headbake.errors import HeadbakeError, first_line
 from headbake.model.loading import load_model, load_processor
 from headbake.progress import bar as progress_bar
 from headbake.runtime import apply_gains

@@ -9,7 +9,6 @@ sha256 of every file for the provenance record.
 from __future__ import annotations
 
 import hashlib
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

@@ -17,7 +17,7 @@ from PIL import Image
 from headbake import strictjson
 from headbake.bounded import MAX_IMAGE_BYTES, MAX_JSONL_BYTES, open_regular, read_bounded
 from headbake.checkpoint import read_json
-from headbake.data.samples import Sample, fingerprint, synthetic_samples  # noqa: F401 (fingerprint re-exported)
+from headbake.data.samples import Sample, fingerprint, synthetic_samples  # noqa: F401 (fingerprint: used as data.fingerprint)
 from headbake.errors import HeadbakeError, first_line
 
 EMBEDDED_DEFAULT_SAMPLES = 64

@@ -28,7 +28,8 @@ from headbake.checkpoint import open_checkpoint
 from headbake.data.prompts import build_inputs
 from headbake.devices import input_device
 from headbake.errors import HeadbakeError, first_line
-from headbake.gains import gains_document, write_json_atomic
+from headbake.fsutil import write_json_atomic
+from headbake.gains import gains_document
 from headbake.memory import plan_memory
 from headbake.model.info import load_model_info, probe_path
 from headbake.model.loading import check_remote_code, load_model, load_processor
@@ -59,7 +60,9 @@ def preflight(o: CalibrateOptions, model_loaded: bool = False) -> Preflight:
     source = o.source or {"id": str(model_dir.resolve()), "revision": None}
     alias = identify_model(source.get("id"), o.alias)
     if o.preset_file is not None:
-        from headbake.calibrate.preset_file import load_preset_file, preset_block as file_block, transfer_warning
+        from headbake.calibrate.preset_file import load_preset_file
+        from headbake.calibrate.preset_file import preset_block as file_block
+        from headbake.calibrate.preset_file import transfer_warning
 
         pfile = load_preset_file(o.preset_file)
         params, preset_block = file_block(pfile, o.overrides)

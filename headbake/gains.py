@@ -12,7 +12,6 @@ from pathlib import Path
 
 from headbake.checkpoint import read_json
 from headbake.errors import HeadbakeError
-from headbake.fsutil import write_json_atomic  # noqa: F401 (re-exported: the gains file's writer)
 from headbake.model.info import ModelInfo
 
 FORMAT = "headbake.gains/v1"

@@ -72,7 +72,8 @@ def build_deepseek_v3(out: Path, dtype="float32") -> Path:
 
 def write_gains(path: Path, info, cells: dict) -> Path:
     """A gains file with 1.0 everywhere except ``cells[(layer, head)] = gain``."""
-    from headbake.gains import gains_document, write_json_atomic
+    from headbake.fsutil import write_json_atomic
+    from headbake.gains import gains_document
 
     g = [[1.0] * info.num_heads for _ in range(info.num_layers)]
     for (l, h), v in cells.items():

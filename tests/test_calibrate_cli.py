@@ -163,7 +163,8 @@ def test_split_runs_merge_to_the_whole(tiny_fp32, loaded, tmp_path):
     """Two workers on halves of the data, merged, equal one run over all of it."""
     from headbake.calibrate.merge import merge_documents
     from headbake.calibrate.run import CalibrateOptions, calibrate
-    from headbake.gains import load_gains, write_json_atomic
+    from headbake.fsutil import write_json_atomic
+    from headbake.gains import load_gains
     from headbake.model.info import load_model_info
     from headbake.data.samples import synthetic_samples
 

@@ -8,9 +8,8 @@ import click
 
 from headbake.bake.output_dir import check_target
 from headbake.cli.main import emit_json
-from headbake.errors import CHECK_FAILED, HeadbakeError
 from headbake.cli.options import device_options, json_option, out_option, quiet_option, revision_option
-from headbake.errors import CHECK_FAILED
+from headbake.errors import CHECK_FAILED, HeadbakeError
 from headbake.fsutil import ensure_writable, write_json_atomic
 from headbake.gains import load_gains
 

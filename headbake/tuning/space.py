@@ -31,7 +31,7 @@ with the reason, and costs no model time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from headbake.calibrate.selection import PAPER_DEGRADED_SHARE, Params, select_heads
 from headbake.errors import HeadbakeError
