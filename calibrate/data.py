@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from headbake import strictjson
-from headbake.bounded import MAX_IMAGE_BYTES, MAX_JSONL_BYTES, open_regular, read_bounded
+from headbake.bounded import MAX_IMAGE_BYTES, MAX_JSONL_BYTES, open_regular, read_text
 from headbake.checkpoint import read_json
 from headbake.data.samples import Sample, fingerprint, synthetic_samples  # noqa: F401 (fingerprint: used as data.fingerprint)
 from headbake.errors import HeadbakeError, first_line
@@ -60,11 +60,7 @@ def _open_image(path: Path, where: str):
 def load_jsonl(path, limit: int | None = None) -> CalibrationData:
     """``{"image": path | [paths], "question": str}`` per line; image paths relative to the file."""
     path = Path(path)
-    raw = read_bounded(path, "data file", MAX_JSONL_BYTES)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise HeadbakeError(f"data file is not UTF-8 text: {path} ({e})") from None
+    text = read_text(path, "data file", MAX_JSONL_BYTES)
     samples, origins, files = [], [], []
     total = 0
     for lineno, line in enumerate(text.splitlines(), 1):

@@ -62,3 +62,12 @@ def read_bounded(path: str | os.PathLike, what: str, limit: int) -> bytes:
             if total > limit:
                 raise HeadbakeError(f"{what} grew past the {_size(limit)} headbake reads while being read: {path}")
     return b"".join(chunks)
+
+
+def read_text(path: str | os.PathLike, what: str, limit: int) -> str:
+    """A bounded regular file as UTF-8 text (one line naming the file and byte when it is not UTF-8)."""
+    data = read_bounded(path, what, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HeadbakeError(f"{what} is not UTF-8 text: {path} ({e.reason} at byte {e.start})") from None

@@ -30,8 +30,10 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_eval import _clock  # noqa: E402  (the same clock as the eval benchmark: CPU time, or synced CUDA wall)
 
 
 def write_dev_rows(folder: Path, n: int) -> Path:
@@ -53,18 +55,6 @@ def write_dev_rows(folder: Path, n: int) -> Path:
     path = folder / "dev.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _clock(device: str):
-    import torch
-
-    if device.startswith("cuda"):
-        def wall():
-            torch.cuda.synchronize()
-            return time.perf_counter()
-
-        return wall
-    return time.process_time
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from headbake.bounded import read_bounded
+from headbake.bounded import read_bounded, read_text
 from headbake.errors import HeadbakeError
 
 ANSWER_TYPES = ("multiple_choice", "yes_no", "number", "free")
@@ -198,11 +198,7 @@ def read_rows(path, limit: int | None = None) -> list[EvalRow]:
     first ``limit`` rows are returned.
     """
     path = Path(path)
-    data = read_bounded(path, "data file", MAX_DATA_BYTES)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise HeadbakeError(f"data file is not UTF-8 text: {path} ({e.reason} at byte {e.start})") from None
+    text = read_text(path, "data file", MAX_DATA_BYTES)
     if limit is not None and limit < 1:
         raise HeadbakeError(f"--limit must be at least 1 (got {limit})")
     base = path.parent.resolve()
