@@ -22,7 +22,6 @@ DTYPE_MAX = {"F16": 65504.0, "BF16": 3.3895313892515355e38, "F32": 3.40282346638
 
 class FoldOverflow(ValueError):
     """A head whose folded columns would not fit the stored dtype (they would become inf)."""
-
     def __init__(self, head: int, gain: float, amax: float, product: float, dtype: str):
         self.head, self.gain, self.amax, self.product, self.dtype = head, gain, amax, product, dtype
         super().__init__(

@@ -155,7 +155,6 @@ class _Casts:
     Accelerate swaps an offloaded tensor for a new one during a forward, so
     the tensor restored is whatever the module holds then.
     """
-
     def __init__(self, wide):
         self.wide = wide
         self.saved = {}  # (id(module), name) -> (module, name, original data)

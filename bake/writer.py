@@ -81,7 +81,6 @@ def _progress(total: int, enabled: bool, desc: str):
 @dataclass
 class _Plan:
     """Everything checked before the first byte is written."""
-
     src: Path
     ckpt: object
     info: object

@@ -45,7 +45,6 @@ def embedded(n: int | None = None) -> CalibrationData:
 def _open_image(path: Path, where: str):
     """Decode one image; every failure (missing, not a regular file, too large, a decompression bomb,
     truncated, not an image) is refused naming the data line and the image file."""
-
     try:
         f = open_regular(path, "image", MAX_IMAGE_BYTES)
     except HeadbakeError as e:  # "image not found: PATH", "image is not a regular file ...: PATH", ...
@@ -173,7 +172,6 @@ def min_image_side(processor) -> int | None:
 def min_image_side_of_model(model_dir) -> int | None:
     """``min_image_side`` from the processor config saved beside a model, without loading anything:
     ``preprocessor_config.json`` (Hub layout) or ``processor_config.json``'s ``image_processor``."""
-
     model_dir = Path(model_dir)
     if (model_dir / "preprocessor_config.json").is_file():
         return min_image_side(read_json(model_dir / "preprocessor_config.json", "preprocessor_config.json"))

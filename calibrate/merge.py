@@ -37,7 +37,6 @@ def merge_documents(docs, preset: str | None = None, overrides: dict | None = No
 
     The preset is the first document's unless ``preset``/``overrides`` are given.
     """
-
     docs = list(docs)
     if not docs:
         raise HeadbakeError("nothing to merge")

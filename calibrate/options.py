@@ -22,7 +22,6 @@ def _opt(default=None, help="", **cli):
 class CalibrateOptions:
     """Every calibration setting, declared once: ``headbake.cli.options`` turns the fields that carry a
     ``help`` into command-line flags for ``calibrate`` and ``convert``."""
-
     model: str
     out: str | None = None
     preset: str = _opt("default", "Selection preset (see `headbake presets`; default: the model's own).")

@@ -131,7 +131,6 @@ def apply_per_input(model, params, query: str = "last", k: int | None = None, vi
             out = model.generate(**inputs, max_new_tokens=64)
         handle.selected()  # what each sample of the last input selected
     """
-
     spec = query_spec(query, k)
     if spec.mode == "generated_k":
         raise HeadbakeError("per-input mode measures S_v on the prompt: use --query last or last-k")

@@ -21,7 +21,12 @@ from pathlib import Path
 
 from headbake.calibrate.presets import apply_overrides
 from headbake.calibrate.selection import PARAM_NAMES, Params, validate_params
+from headbake.checkpoint import read_json
 from headbake.errors import HeadbakeError
+from headbake.fsutil import write_json_atomic
+from headbake.gains import FORMAT as GAINS_FORMAT
+from headbake.gains import validate_gains
+from headbake.record import local_paths, public_source
 
 FORMAT = "headbake.preset/v1"
 SOURCE = "tuned"
@@ -43,10 +48,6 @@ def _where(path) -> str:
 
 def load_preset_file(path) -> PresetFile:
     """Read and check a preset file; every problem is one line naming the file."""
-    from headbake.checkpoint import read_json
-    from headbake.gains import FORMAT as GAINS_FORMAT
-    from headbake.gains import validate_gains
-
     where = _where(path)
     doc = read_json(Path(path), "preset file", strict=True, allow_nan=True)  # S_v std may be NaN
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -121,16 +122,12 @@ def transfer_warning(pf: PresetFile, info, source_id: str | None = None) -> str 
 def _public_id(source_id: str | None) -> str | None:
     if not source_id:
         return None
-    from headbake.record import public_source
 
     return public_source({"id": source_id}).get("id")
 
 
 def write_preset_file(path, doc: dict) -> None:
     """Write atomically; refuses a document that would name a local path (the file is meant to travel)."""
-    from headbake.fsutil import write_json_atomic
-    from headbake.record import local_paths
-
     leaks = local_paths(doc)
     if leaks:
         raise HeadbakeError(f"refusing to write {Path(path).name}: it would name local paths ({', '.join(leaks[:3])})")

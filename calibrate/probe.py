@@ -57,7 +57,6 @@ def visual_share_from_qk(query, key, attention_mask, scaling, positions, vis):
     (plain causal, aligned bottom-right as sdpa's ``is_causal`` skip implies),
     a boolean mask (True = attend) or an additive float mask, ``[B|1, 1|H, Lq, Lk]``.
     """
-
     bsz, hq, lq, dim = query.shape
     hkv, lk = key.shape[1], key.shape[2]
     if hq % hkv:
@@ -256,7 +255,6 @@ def probe_batch(model, inputs, positions, weights=None, visual_mask=None, method
     bypass the registry, else the registry with a hooks fallback when the model
     cannot switch to it or no decoder layer's attention reached it).
     """
-
     layers = decoder_layers(model)
     num_layers = len(layers)
     input_ids = inputs.get("input_ids")
@@ -337,7 +335,6 @@ def visual_attention_ratio(model, inputs, visual_mask=None, query_positions=(-1,
     indices into the (padded) sequence, negative from the end; ``-1`` is the
     last prompt token, the one that emits the first answer token.
     """
-
     length = inputs["input_ids"].shape[1]
     bsz = inputs["input_ids"].shape[0]
     pos = resolve_positions(tuple(query_positions), length)

@@ -78,7 +78,6 @@ def generated_inputs(model, inputs, k: int, visual_ids=()):
     ``visual_ids`` (image/video placeholders) are banned from generation: one
     generated placeholder would break the image-feature count of the probe pass.
     """
-
     ids = inputs["input_ids"]
     bsz, plen = ids.shape
     kwargs = {key: v for key, v in inputs.items()}

@@ -48,7 +48,6 @@ def preflight(o: CalibrateOptions, model_loaded: bool = False) -> Preflight:
     """Every check that needs the model's files but not the model: the model folder, its config and
     architecture, remote code without the flag, the preset against its layers, the prompt template, the image
     token ids and the weights' safetensors headers. ``convert`` runs it before it creates any work folder."""
-
     spec = check_options(o)
     model_dir = Path(o.model)
     if not model_dir.is_dir():
@@ -99,7 +98,6 @@ class Preflight:
 def _rejected(processor, dataset, start: int, batch: list, exc: Exception, template=None) -> HeadbakeError:
     """Name the sample (its data line and image files) that the processor refused, retrying a batch one
     sample at a time to find it."""
-
     culprit = 0
     if len(batch) > 1:
         for i, sample in enumerate(batch):
@@ -117,7 +115,6 @@ def _rejected(processor, dataset, start: int, batch: list, exc: Exception, templ
 @dataclass
 class Measurement:
     """Per-sample S_v ``[samples, layers, heads]`` and what the processor made of each sample."""
-
     values: np.ndarray
     stats: RunningStats
     image_tokens: list

@@ -28,7 +28,6 @@ def input_device(model):
     meta device between forwards): accelerate runs modules mapped to "cpu"
     or "disk" on the map's first accelerator, or on the CPU when it has none.
     """
-
     try:
         emb = model.get_input_embeddings()
     except (AttributeError, NotImplementedError):

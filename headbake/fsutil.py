@@ -40,7 +40,6 @@ def ensure_writable(path: str | os.PathLike, what: str = "output") -> None:
     Probes with a hidden file in the nearest existing ancestor (missing parent
     directories are created later, by the writer) and leaves nothing behind.
     """
-
     path = Path(path).absolute()
     if path.is_dir():
         raise HeadbakeError(f"{what} {path} is a directory")
@@ -76,7 +75,6 @@ def sweep_dead_pid_dirs(parent: str | os.PathLike, prefix: str) -> list[Path]:
     Folders of live processes, and names whose suffix is not a pid, are kept.
     Returns what was removed.
     """
-
     removed = []
     parent = Path(parent)
     if not parent.is_dir():

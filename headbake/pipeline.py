@@ -97,7 +97,6 @@ def _source_identity(path: Path, revision: str | None) -> dict:
     """What calibration and bake depend on: every non-weight file's sha256 (they are small: config, chat
     template, tokenizer, processor), plus the weights' names, sizes and mtimes (the Hub commit, when known,
     pins them too)."""
-
     ckpt = open_checkpoint(path)
     return {
         "revision": revision,
@@ -109,7 +108,6 @@ def _source_identity(path: Path, revision: str | None) -> dict:
 def _stamps(folder: Path) -> dict:
     """Size and mtime of every checkpoint file, to notice an output edited or damaged since convert wrote it
     (headbake's own files are left out: `card` and `push` may re-render the card for a repo id)."""
-
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir())
             if p.is_file() and p.name not in ADDED_FILES}
 
@@ -164,7 +162,6 @@ class Stages:
 
 def check(settings: ConvertSettings) -> None:
     """Everything that can fail without the model, before a download or an hour of calibration."""
-
     if settings.verify not in VERIFY_MODES:
         raise HeadbakeError(f"--verify must be one of {', '.join(VERIFY_MODES)}, got {settings.verify!r}")
     if settings.eval_data is not None:
@@ -189,7 +186,6 @@ def check(settings: ConvertSettings) -> None:
 
 def convert(settings: ConvertSettings) -> dict:
     """Run the whole pipeline; returns a summary dict (paths, figures, timings, push result, warnings)."""
-
     check(settings)
     out, cal = Path(settings.out), dict(settings.calibration)
     names = _stage_names(settings)
@@ -265,7 +261,6 @@ def convert(settings: ConvertSettings) -> dict:
 
 def _preflight(settings: ConvertSettings, src: Path, source: dict) -> None:
     """The checks that need the model's files but not the model (remote code, preset, headers, images)."""
-
     if settings.gains_file is None:
         o = CalibrateOptions(model=str(src), source=source, **settings.calibration)
         pf = preflight(o)
@@ -283,7 +278,6 @@ def _file_digest(path) -> str:
 
 def _data_fingerprint(src: Path, cal: dict) -> str:
     """The calibration data's own fingerprint (image bytes + questions), so edited images count as new data."""
-
     keys = ("data", "dataset", "split", "image_column", "question_column", "samples")
     return fingerprint(load_data(CalibrateOptions(model=str(src), **{k: cal[k] for k in keys if k in cal})).samples)
 
@@ -294,7 +288,6 @@ def _stage_names(settings: ConvertSettings) -> list:
 
 def _eval_request(settings: ConvertSettings, model, baked, work):
     """The `headbake eval` request convert runs: vanilla vs baked on --eval-data, on calibration's device and prompt."""
-
     cal = settings.calibration
     req = EvalRequest(
         model=str(model), baked=baked, arms=("vanilla", "baked"), data=settings.eval_data, mode=settings.eval_mode,
@@ -407,7 +400,6 @@ def _build(settings: ConvertSettings, resolved, key_in: str, key_eval: str | Non
 
 def dry_run(settings: ConvertSettings) -> dict:
     """What convert would do, without downloading, loading or writing anything."""
-
     check(settings)
     out = Path(settings.out)
     doc: dict = {"model": settings.model, "out": str(out), "verify": settings.verify,
@@ -461,7 +453,6 @@ def dry_run(settings: ConvertSettings) -> dict:
 
 def _remote_size(model: str, revision: str | None, endpoint: str | None) -> int | None:
     """Bytes convert would download (safetensors + small files), from the Hub's file listing when reachable."""
-
     alias = find_alias(model)
     repo = aliases()[alias]["repo"] if alias else model
     try:
@@ -475,7 +466,6 @@ def _remote_size(model: str, revision: str | None, endpoint: str | None) -> int 
 
 def _memory_plan(path: Path, settings: ConvertSettings):
     """What calibrate and verify will need on the chosen device (``headbake.memory``)."""
-
     cal = settings.calibration
     step = "verify" if settings.gains_file is not None else "convert"
     return plan_memory(path, step, device=cal.get("device"), device_map=cal.get("device_map"),

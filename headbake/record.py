@@ -181,7 +181,6 @@ def reproduce_command(source: dict, settings: dict | None, out_name: str) -> str
     local ``--data`` file is named by its fingerprint (the user must supply the
     same data); a bake from given gains reads them back from ``headbake.json``.
     """
-
     src = public_source(source)
     model = src.get("id") or "BASE_MODEL"
     parts = ["headbake", "convert", model]

@@ -196,7 +196,6 @@ def _verification(ver) -> tuple[dict | None, dict | None, str]:
 
 def _reproduce(prov: dict, command: str | None, out_name: str) -> str:
     """The command shown under "Reproduce": given, recorded, or rebuilt from the record (never local paths)."""
-
     if command:
         return command
     if prov.get("reproduce"):
@@ -227,7 +226,6 @@ def _eval_results(prov: dict, model_name: str):
 
 def card_data(prov: dict, license: str | None = None, model_name: str | None = None):
     """The YAML metadata as a ``ModelCardData`` (with ``model-index`` when an evaluation is recorded)."""
-
     src = public_source(prov.get("source"))
     source_id = src.get("id") or ""
     model = prov.get("model") or {}
@@ -262,7 +260,6 @@ def card_context(
     license: str | None = None,
 ) -> dict:
     """The card's fields, from the record alone: what the template shows, already worded and formatted."""
-
     prov = provenance or {}
     src = public_source(prov.get("source"))
     source_id = str(src.get("id") or "")

@@ -72,11 +72,10 @@ def test_search_finds_the_planted_best(planted, loaded, tmp_path):
 
 
 def test_interrupted_study_resumes_with_the_same_trials(planted, tmp_path, monkeypatch):
-    import headbake.calibrate.run as cal_run
-    import headbake.model.loading as loading
+    import headbake.tuning.run as tune_run  # where tune looks its loader and calibration up
 
     calls = {"load": 0, "calibrate": 0}
-    real_load, real_cal = loading.load_model, cal_run.calibrate
+    real_load, real_cal = tune_run.load_model, tune_run.calibrate
 
     def counting_load(*a, **k):
         calls["load"] += 1
@@ -86,8 +85,8 @@ def test_interrupted_study_resumes_with_the_same_trials(planted, tmp_path, monke
         calls["calibrate"] += 1
         return real_cal(*a, **k)
 
-    monkeypatch.setattr(loading, "load_model", counting_load)
-    monkeypatch.setattr(cal_run, "calibrate", counting_cal)
+    monkeypatch.setattr(tune_run, "load_model", counting_load)
+    monkeypatch.setattr(tune_run, "calibrate", counting_cal)
 
     reference = tune(_opts(planted, tmp_path / "ref", trials=14))
     assert calls == {"load": 1, "calibrate": 1}  # one model load, one S_v measurement for 14 trials
@@ -110,7 +109,7 @@ def test_interrupted_study_resumes_with_the_same_trials(planted, tmp_path, monke
     def no_calibration(*a, **k):
         raise AssertionError("a resumed study reads its S_v back; it must not calibrate again")
 
-    monkeypatch.setattr(cal_run, "calibrate", no_calibration)
+    monkeypatch.setattr(tune_run, "calibrate", no_calibration)
     resumed = tune(first)
     assert resumed["study"] == reference["study"] and resumed["timings"]["calibrated"] is False
     assert resumed["evaluated"] == reference["evaluated"] == 14

@@ -88,7 +88,6 @@ def heads_cmd(gains_file, png, no_png, other, as_json):
     --compare B, print how the two selections overlap instead (what changing
     the data, query or prompt did).
     """
-
     from headbake.calibrate.agreement import compare_calibrations, format_comparison
     from headbake.calibrate.heatmap import format_table, plot_heatmap
 
@@ -132,7 +131,6 @@ def merge_cmd(parts, out, preset):
     The per-head statistics merge as if one run had seen every sample; heads
     are then selected again from the merged S_v.
     """
-
     from headbake.calibrate.merge import merge_documents
 
     docs = [read_json(Path(p), "gains file", strict=True, allow_nan=True) for p in parts]

@@ -51,7 +51,6 @@ def synthetic_samples(n: int = 32, seed: int = 0, size: tuple[int, int] | None =
     ``size`` fixes every image's size (else each gets a long side of 448-1024 px
     and a common aspect ratio).
     """
-
     order = kinds()
     out = []
     for i in range(n):

@@ -67,7 +67,6 @@ def model_fingerprint(model_dir) -> str:
     a re-baked one does not. Weights are hashed two files at a time (~1 GB/s
     each on one core; free for Hub snapshots).
     """
-
     root = Path(model_dir)
     files = sorted(
         p for p in root.rglob("*")

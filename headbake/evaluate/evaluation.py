@@ -49,7 +49,6 @@ PLAIN_ARMS = ("vanilla", "baked")  # nothing but the checkpoint decides their ou
 @dataclass
 class EvalRequest:
     """Everything ``headbake eval`` was asked (the CLI fills it from its flags)."""
-
     model: str
     out: Path | None = None  # report.json; None: not written (convert keeps only the summary)
     baked: Path | None = None
@@ -87,7 +86,6 @@ class EvalRequest:
 @dataclass
 class Plan:
     """What the checks found: rows, arms, settings and where results go."""
-
     request: EvalRequest
     rows: list
     data: dict  # public description of the data source
@@ -138,7 +136,6 @@ def _modes(mode: str) -> list:
 
 def check_request(req: EvalRequest) -> tuple:
     """Every check that needs neither the model nor its files; returns the parsed arms."""
-
     if req.mode not in MODES:
         raise HeadbakeError(f"--mode must be one of {', '.join(MODES)}, got {req.mode!r}")
     if req.engine == "vllm" and req.mode != "generate":
@@ -193,7 +190,6 @@ def _check_per_input_flags(req: EvalRequest) -> None:
 
 def load_rows(req: EvalRequest) -> tuple[list, dict]:
     """The rows (every one checked, bad ones named by line or row) and a public description of their source."""
-
     given = [n for n, v in (("--data", req.data), ("--recipe", req.recipe), ("--dataset", req.dataset)) if v]
     if not given:
         raise HeadbakeError("no evaluation data: give --data FILE.jsonl, --recipe NAME or --dataset NAME "
@@ -234,7 +230,6 @@ def _dataset_name(name: str) -> str:
 # ----------------------------------------------------------------------------- checks on the model's files
 def prepare(req: EvalRequest) -> Plan:
     """Check everything, resolve MODEL, build the arms; nothing is loaded yet."""
-
     arm_names = check_request(req)
     rows, data = load_rows(req)
 
@@ -310,7 +305,6 @@ def _template(req: EvalRequest, alias):
 
 def _per_input_arm(req: EvalRequest, model_dir: Path, info, source: dict, alias):
     """The paper's per-input plug-in with the model's resolved preset (and any overrides)."""
-
     params, block = resolve(req.preset, req.overrides, model_id=source.get("id"), alias=alias)
     if set(PARAM_NAMES) <= set(req.overrides or {}):
         block.pop("notice", None)  # every value was given: the fallback preset's caveat does not apply
@@ -331,7 +325,6 @@ def _per_input_arm(req: EvalRequest, model_dir: Path, info, source: dict, alias)
 # ----------------------------------------------------------------------------- running
 def run(plan: Plan) -> dict:
     """Run every arm in every mode, grade, and assemble (and write, with ``--out``) the report."""
-
     req = plan.request
     bars = progress_enabled(req.progress)  # a terminal only: no redrawn frames in pipes and logs
     runs = {}
@@ -401,7 +394,6 @@ def _versions(plan: Plan) -> dict:
 
 def _runtime(runs: dict, plan: Plan) -> dict:
     """What varies between runs of the same evaluation (kept apart so reports compare equal otherwise)."""
-
     per = {}
     for mode, run in runs.items():
         for name, m in run.arms.items():

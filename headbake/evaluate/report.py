@@ -353,7 +353,6 @@ def attach_to_record(record, report_path, baked_dir) -> dict:
     The report's baked arm names its checkpoint by content digest; a report of another checkpoint (or of an
     earlier bake into the same folder) is refused rather than published on the wrong card.
     """
-
     report = read_report(report_path)
     name = Path(report_path).name
     if "baked" not in report.get("arms", []):

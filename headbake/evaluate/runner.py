@@ -274,7 +274,6 @@ class ForcedScorer:
     one per trial on the same rows); an evaluation builds each batch when it
     needs it. Rows that are not multiple choice or yes/no are skipped.
     """
-
     def __init__(self, processor, rows, settings: EvalSettings, question_text=None, keep_inputs: bool = False):
         self.processor, self.rows, self.settings = processor, list(rows), settings
         self.question_text = question_text or _default_question_text
@@ -298,7 +297,6 @@ class ForcedScorer:
 
     def run_batch(self, model, batch: list, keep_logprobs: bool = False):
         """``[RowResult]`` (arm left empty) for the rows at ``batch``; with ``keep_logprobs`` also ``[B, V]`` log-probs."""
-
         inputs = _to_device(self.inputs(batch), _input_device(model))
         kwargs = dict(inputs)
         kwargs["use_cache"] = False
@@ -316,7 +314,6 @@ class ForcedScorer:
 
     def run(self, model, context=None, keep_logprobs: bool = False):
         """Every scorable row: ``{row index: RowResult}`` (and ``[n, V]`` log-probs in ``self.scored`` order)."""
-
         results, lps = {}, []
         with context(model) if context is not None else nullcontext():
             for batch in self.batches:
@@ -359,7 +356,6 @@ def _end_ids(model, tokenizer) -> set:
 
 def generate_batch(model, processor, rows, settings: EvalSettings, question_text=None) -> list[RowResult]:
     """Greedy answers for ``rows`` in one left-padded batch (arm left empty)."""
-
     question_text = question_text or _default_question_text
     inputs = _to_device(_processor_batch(processor, rows, settings, question_text), _input_device(model))
     tok = processor.tokenizer
@@ -400,7 +396,6 @@ def _accepts(model, name: str) -> bool:
 
 def load_model(model_dir, settings: EvalSettings, progress: bool = False):
     """The checkpoint loaded by headbake's one loader (``headbake.model.loading``), with its processor."""
-
     info = load_model_info(model_dir)
     model = load(model_dir, info, dtype=settings.dtype, device=settings.device, device_map=settings.device_map,
                  trust_remote_code=settings.trust_remote_code, progress=progress)
@@ -515,7 +510,6 @@ def _row_keys(processor, rows, settings, question_text) -> list[str]:
 def _run_group(members, rows, settings, cache, settings_key, fingerprints, question_text, bar_on, on_row,
                results, meta, cached_only=False) -> None:
     """Arms on one checkpoint: one processor, at most one loaded model, arm after arm."""
-
     model_dir = members[0].model_dir
     processor = load_processor(model_dir, trust_remote_code=settings.trust_remote_code)
     row_keys = _row_keys(processor, rows, settings, question_text)

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headbake.errors import HeadbakeError
+from headbake.evaluate.cache import image_digest
+from headbake.evaluate.recipes import load_recipe_rows
+from headbake.evaluate.recipes import recipe as get_recipe
+from headbake.evaluate.rows import read_rows, rows_fingerprint
 
 DEFAULT_HOLDOUT_FRACTION = 0.3
 
@@ -29,7 +33,6 @@ class RowSet:
 
     @property
     def fingerprint(self) -> str:
-        from headbake.evaluate.rows import rows_fingerprint
 
         return rows_fingerprint(self.rows)
 
@@ -46,9 +49,6 @@ def load_rowset(jsonl: str | None = None, recipe: str | None = None, dataset: st
                 split: str | None = None, config: str | None = None, limit: int | None = None,
                 what: str = "--dev") -> RowSet:
     """Rows from a JSONL file or a benchmark recipe (``--dataset`` then names the recipe's dataset or a saved copy)."""
-    from headbake.evaluate.recipes import load_recipe_rows, recipe as get_recipe
-    from headbake.evaluate.rows import read_rows
-
     if jsonl and recipe:
         raise HeadbakeError(f"give either {what} FILE.jsonl or --recipe, not both")
     if jsonl:
@@ -64,8 +64,6 @@ def load_rowset(jsonl: str | None = None, recipe: str | None = None, dataset: st
 
 def content_key(row) -> str:
     """The row's question and images (bytes or pixels), whatever its id: two rows with the same key ask the same."""
-    from headbake.evaluate.cache import image_digest
-
     h = hashlib.sha256(" ".join(row.question.split()).lower().encode())
     for im in row.images:
         h.update(image_digest(im).encode())

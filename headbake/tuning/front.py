@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from headbake.calibrate.selection import PARAM_NAMES
 from headbake.errors import HeadbakeError
+from headbake.fsutil import atomic_path
 
 RULE = ("most accurate trial on the dev rows{budget}; ties go to the lower KL from the original model, then to the "
         "earlier trial")
@@ -140,8 +141,6 @@ def plot_front(points: list[Point], front: list[Point], chosen: Point, vanilla: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from headbake.fsutil import atomic_path
 
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     try:

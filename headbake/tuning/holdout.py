@@ -13,14 +13,15 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 
-from headbake.evaluate.runner import EvalRun, RowResult
+from headbake.evaluate.report import build_report
+from headbake.evaluate.runner import EvalRun, ForcedScorer, RowResult, generate_batch
+from headbake.evaluate.scoring import score_row
+from headbake.evaluate.stats import compare
+from headbake.runtime import apply_gains
 
 
 def _answers(model, processor, rows, settings, question_text, gains, forced_scorer=None) -> list:
     """``[RowResult]`` for ``rows`` with ``gains`` hooked in (None: the model as is); unscorable rows skipped."""
-    from headbake.evaluate.runner import generate_batch
-    from headbake.runtime import apply_gains
-
     out: list = [None] * len(rows)
     with apply_gains(model, gains) if gains is not None else nullcontext():
         if settings.mode == "forced":
@@ -42,11 +43,6 @@ def evaluate_holdout(model, processor, rows, settings, arms: dict, question_text
 
     ``report["tuning"]`` adds the tuned-vs-default comparison and each arm's seconds.
     """
-    from headbake.evaluate.report import build_report
-    from headbake.evaluate.runner import ForcedScorer
-    from headbake.evaluate.scoring import score_row
-    from headbake.evaluate.stats import compare
-
     scorer = ForcedScorer(processor, rows, settings, question_text) if settings.mode == "forced" else None
     results, meta = {}, {}
     for name, gains in arms.items():

@@ -20,7 +20,13 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import torch
+
 from headbake.errors import HeadbakeError
+from headbake.evaluate.arms import gains_digest
+from headbake.evaluate.rows import prompt_text as row_text
+from headbake.evaluate.runner import ForcedScorer, prompt_text, row_images
+from headbake.runtime import apply_gains
 
 
 @dataclass
@@ -43,8 +49,6 @@ def _device(model):
 
 def _kl_rows(lp0, lp1):
     """Per-row ``KL(p0 || p1)`` from log-probabilities ``[B, V]`` (float64; zero-probability terms are 0)."""
-    import torch
-
     lp0, lp1 = lp0.double(), lp1.double()
     p0 = lp0.exp()
     return torch.where(p0 > 0, p0 * (lp0 - lp1), torch.zeros_like(p0)).sum(-1).clamp_min(0.0)
@@ -52,10 +56,7 @@ def _kl_rows(lp0, lp1):
 
 class _NextToken:
     """Log-probabilities of the token after each prompt (generate mode's KL), inputs built once."""
-
     def __init__(self, processor, rows, settings, question_text=None):
-        from headbake.evaluate.rows import prompt_text as row_text
-        from headbake.evaluate.runner import prompt_text, row_images
 
         question_text = question_text or row_text
         self.batches, self._inputs = [], []
@@ -81,7 +82,6 @@ class _NextToken:
             self._inputs.append(inputs)
 
     def run(self, model):
-        import torch
 
         out = []
         for inputs in self._inputs:
@@ -93,9 +93,7 @@ class _NextToken:
 
 class DevScorer:
     """Scores any gains matrix on the dev rows; built once per tune run (vanilla is scored here)."""
-
     def __init__(self, model, processor, rows, settings, question_text=None):
-        from headbake.evaluate.runner import ForcedScorer
 
         self.model, self.processor, self.settings = model, processor, settings
         self.rows = list(rows)
@@ -121,9 +119,6 @@ class DevScorer:
         self.vanilla.seconds = time.perf_counter() - t0
 
     def _score(self, gains) -> DevResult:
-        import torch
-
-        from headbake.runtime import apply_gains
 
         ctx = apply_gains(self.model, gains) if gains is not None else nullcontext()
         flags, lps = {}, []
@@ -154,8 +149,6 @@ class DevScorer:
 
     def evaluate(self, gains) -> DevResult:
         """Accuracy and KL of ``gains`` (``[num_layers][num_heads]``); remembered per gains matrix."""
-        from headbake.evaluate.arms import gains_digest
-
         if all(g == 1.0 for row in gains for g in row):
             v = self.vanilla
             return DevResult(v.accuracy, 0.0, v.correct, v.n, dict(v.flags), 0.0, True)

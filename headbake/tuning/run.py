@@ -14,7 +14,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import headbake
+from headbake.calibrate import data as data_mod
+from headbake.calibrate.preset_file import FORMAT, PresetFile, preset_block, write_preset_file
+from headbake.calibrate.presets import resolve
+from headbake.calibrate.run import CalibrateOptions, calibrate, load_data, preflight
+from headbake.calibrate.selection import Params, select_heads
 from headbake.errors import HeadbakeError
+from headbake.evaluate.arms import gains_digest
+from headbake.evaluate.cache import model_fingerprint
+from headbake.evaluate.runner import FORCED_TYPES, EvalSettings, check_settings
+from headbake.gains import gains_document
+from headbake.memory import plan_memory
+from headbake.model.loading import load_model, load_processor
+from headbake.progress import bar as progress_bar
+from headbake.record import public_source
+from headbake.tuning import front as F
+from headbake.tuning import study as S
+from headbake.tuning.data import DEFAULT_HOLDOUT_FRACTION, check_overlap, load_rowset, split_rows
+from headbake.tuning.holdout import evaluate_holdout, summary
+from headbake.tuning.objective import DevScorer
+from headbake.tuning.space import SearchSpace, check_limits, rescaled_share
+from headbake.tuning.study import SAMPLERS
 
 TUNE_VERSION = 1  # bump when a trial's values would change for the same inputs (new studies then)
 OBJECTIVES = ("forced", "generate")
@@ -83,8 +104,6 @@ class TuneOptions:
 
 def check_options(o: TuneOptions) -> None:
     """Every check that needs neither the model nor the data (the CLI runs it before a download)."""
-    from headbake.tuning.study import SAMPLERS
-
     if isinstance(o.trials, bool) or not isinstance(o.trials, int) or o.trials < 1:
         raise HeadbakeError(f"--trials must be at least 1, got {o.trials!r}")
     if o.objective not in OBJECTIVES:
@@ -108,13 +127,11 @@ def check_options(o: TuneOptions) -> None:
         v = getattr(o, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise HeadbakeError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
-    from headbake.tuning.space import check_limits
 
     check_limits(o.max_share, o.max_gain, o.gain_step)
 
 
 def _calibrate_options(o: TuneOptions, num_layers: int):
-    from headbake.calibrate.run import CalibrateOptions
 
     return CalibrateOptions(
         model=o.model, preset="default", data=o.data, samples=o.samples, batch_size=o.batch_size, device=o.device,
@@ -126,7 +143,6 @@ def _calibrate_options(o: TuneOptions, num_layers: int):
 
 
 def _rows(o: TuneOptions):
-    from headbake.tuning.data import DEFAULT_HOLDOUT_FRACTION, check_overlap, load_rowset, split_rows
 
     dev = load_rowset(o.dev, o.recipe, o.dataset, o.split, o.config, o.limit)
     split = None
@@ -145,8 +161,6 @@ def _rows(o: TuneOptions):
 
 def _effective(sel, params):
     """The selection as baked: a class at gain 1.0 is switched off, so its heads are not listed as rescaled."""
-    from headbake.tuning.space import rescaled_share
-
     perc = sel.perceptual if params.g_perc != 1.0 else []
     reas = sel.reasoning if params.g_reas != 1.0 else []
     counts = dict(sel.counts, perceptual=len(perc), reasoning=len(reas), share=rescaled_share(sel.gains),
@@ -157,9 +171,6 @@ def _effective(sel, params):
 
 def _default_preset(o: TuneOptions, info, sv):
     """The preset `headbake calibrate` would use for this model, and whether it applies to its layers."""
-    from headbake.calibrate.presets import resolve
-    from headbake.calibrate.selection import select_heads
-
     params, block = resolve("default", model_id=(o.source or {}).get("id"), alias=o.alias)
     entry = {"name": block["name"], "params": params.as_dict(), "from_paper": block["from_paper"],
              "sources": block["sources"]}
@@ -181,8 +192,6 @@ def _evaluated_gains(study) -> dict:
 
 
 def _load(o: TuneOptions, pf):
-    from headbake.memory import plan_memory
-    from headbake.model.loading import load_model, load_processor
 
     plan = plan_memory(pf.model_dir, "calibrate", device=o.device, device_map=o.device_map, dtype=o.dtype,
                        batch_size=o.batch_size, eager=pf.method == "hooks", info=pf.info).check()
@@ -199,23 +208,6 @@ def tune(o: TuneOptions, on_trial=None, model=None, processor=None) -> dict:
     ``on_trial(frozen_trial)`` is called after each trial (tests interrupt with it); ``model``/``processor``
     may be passed in already loaded.
     """
-    import headbake
-    from headbake.calibrate import data as data_mod
-    from headbake.calibrate.preset_file import FORMAT, PresetFile, preset_block, write_preset_file
-    from headbake.calibrate.run import calibrate, load_data, preflight
-    from headbake.calibrate.selection import Params, select_heads
-    from headbake.evaluate.arms import gains_digest
-    from headbake.evaluate.cache import model_fingerprint
-    from headbake.evaluate.runner import EvalSettings, check_settings
-    from headbake.gains import gains_document
-    from headbake.progress import bar as progress_bar
-    from headbake.record import public_source
-    from headbake.tuning import front as F
-    from headbake.tuning import study as S
-    from headbake.tuning.holdout import evaluate_holdout, summary
-    from headbake.tuning.objective import DevScorer
-    from headbake.tuning.space import SearchSpace
-
     t_start = time.perf_counter()
     check_options(o)
     pf = preflight(_calibrate_options(o, 1), model_loaded=model is not None)  # model files, remote code, template
@@ -226,7 +218,6 @@ def tune(o: TuneOptions, on_trial=None, model=None, processor=None) -> dict:
                             device_map=o.device_map, template=pf.template)
     check_settings(settings)
     dev, hold, split = _rows(o)
-    from headbake.evaluate.runner import FORCED_TYPES
 
     if o.objective == "forced" and not any(r.type in FORCED_TYPES for r in dev.rows):
         raise HeadbakeError("--objective forced scores multiple_choice and yes_no rows, and the dev rows have none; "
