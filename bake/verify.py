@@ -44,6 +44,8 @@ def run_verify(src, baked, *, gains_file=None, tensors_only=False, samples=4, ne
             raise HeadbakeError(f"{what} directory not found: {p}")
     info = load_model_info(src)
     gains = _gains_for(baked, gains_file, info)
+    if device_map and device not in (None, "auto"):
+        raise HeadbakeError("give either --device or --device-map auto, not both")
     if not tensors_only:
         from headbake.devices import resolve_device
         from headbake.memory import plan_memory

@@ -6,6 +6,7 @@ fields without importing torch (``headbake --help`` stays instant).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def check_options(o: CalibrateOptions):
         raise HeadbakeError("--bootstrap must be >= 0")
     if o.out is not None:
         out = Path(o.out)
+        if str(o.out).endswith(("/", os.sep)):
+            raise HeadbakeError(f"--out names a folder ({o.out}); give the gains file to write, e.g. {o.out}heads.json")
         if out.is_dir():
             raise HeadbakeError(f"--out is a directory: {out}")
     if o.prompt_template is not None:

@@ -76,6 +76,10 @@ class ConvertSettings:
             out["gains_from_file"] = True
             return out
         out.update({k: cal.get(k) for k in ("preset", "query", "k", "samples", "dtype")})
+        if cal.get("visual_token_ids"):
+            out["visual_token_ids"] = list(cal["visual_token_ids"])
+        if cal.get("prompt_template"):  # named by its fingerprint, never its path
+            out["prompt_template"] = _file_digest(cal["prompt_template"])
         out["overrides"] = {k: cal.get(k) for k in ("l_perc", "l_reas", "tau_perc", "tau_reas", "g_perc", "g_reas")
                             if cal.get(k) is not None}
         if cal.get("preset_file"):  # the tuned values, spelled out: the reproduce command needs no file
@@ -169,8 +173,14 @@ def check(settings: ConvertSettings) -> None:
     elif settings.eval_mode != "forced" or settings.eval_max_new_tokens != 2048:
         raise HeadbakeError("--eval-mode and --eval-max-new-tokens apply only with --eval-data")
     check_options(CalibrateOptions(model=settings.model, **settings.calibration))
-    if settings.gains_file is not None and settings.calibration.get("preset_file"):
-        raise HeadbakeError("give either --gains or --preset-file, not both")
+    if settings.gains_file is not None:
+        placement = {"device", "device_map", "max_memory", "offload_folder", "trust_remote_code", "dtype", "batch_size"}
+        defaults = CalibrateOptions(model=settings.model)
+        ignored = sorted(k for k, v in settings.calibration.items()
+                         if k not in placement and v != getattr(defaults, k) and not (k == "visual_token_ids" and not v))
+        if ignored:
+            flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+            raise HeadbakeError(f"--gains skips calibration, so {flags} would be ignored; drop them or drop --gains")
     if settings.gains_file is not None:
         from headbake.gains import load_gains
 
@@ -204,9 +214,12 @@ def convert(settings: ConvertSettings) -> dict:
             "identity": _source_identity(src, resolved.revision),
             "settings": {k: v for k, v in asdict(settings).items()
                          if k not in ("out", "progress", "push_to_hub", "private", "branch", "create_pr",
-                                      "endpoint", "overwrite", *EVAL_SETTINGS)},
-            "calibration": {k: v for k, v in cal.items() if k not in ("batch_size", "device", "device_map")},
-            "data": _data_fingerprint(src, cal) if settings.gains_file is None else _file_digest(settings.gains_file),
+                                      "endpoint", "overwrite", "calibration", *EVAL_SETTINGS)},
+            # where the model runs does not change what it computes
+            "calibration": {k: v for k, v in cal.items()
+                            if k not in ("batch_size", "device", "device_map", "max_memory", "offload_folder")},
+            "data": _data_fingerprint(src, cal) if settings.gains_file is None
+            else _digest(load_gains(settings.gains_file)["gains"]),  # a file, a baked dir or its headbake.json
             "preset_file": _file_digest(cal["preset_file"]) if cal.get("preset_file") else None,
         })
         key_eval = _eval_key(settings)
@@ -214,8 +227,9 @@ def convert(settings: ConvertSettings) -> dict:
         finished = stages.state.get("out") == key_out and out.is_dir() and stages.state.get("stamps") == _stamps(out)
         if finished:
             for s in names[1:]:
-                if s != "push":
-                    stages.run(s, key_in, lambda: None)
+                if s != "push":  # nothing runs and no stage key changes: the whole output is reused
+                    stages.reused.append(s)
+                    stages.bar.update()
             result["reused"] = True
         else:
             from headbake.bake.output_dir import check_target
@@ -379,7 +393,9 @@ def _build(settings: ConvertSettings, resolved, key_in: str, key_eval: str | Non
             elif cal.get("dataset"):
                 rec.settings["data"] = {"kind": "dataset", "name": Path(cal["dataset"]).name
                                         if Path(cal["dataset"]).exists() else cal["dataset"],
-                                        "split": cal.get("split", "train")}
+                                        "split": cal.get("split", "train"),
+                                        "image_column": cal.get("image_column", "image"),
+                                        "question_column": cal.get("question_column", "question")}
         if cal.get("preset_file") and settings.gains_file is None:
             from headbake.calibrate.preset_file import load_preset_file
 

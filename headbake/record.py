@@ -66,10 +66,11 @@ def _hub_like(s: str) -> bool:
 _HOME = re.compile(r"(?:^|[\s\"'=(])(/(?:home|root|Users|tmp|var|mnt|media|opt|srv|data|work|scratch)/[^\s\"')]*)")
 
 
-def local_paths(doc, *, extra: tuple[str, ...] = ()) -> list[str]:
+def local_paths(doc, *, extra: tuple[str, ...] = (), patterns: bool = True) -> list[str]:
     """Strings in ``doc`` (nested JSON values, or text) that look like absolute paths of this machine.
 
-    Checks the current home, working directory and cache roots verbatim, plus common absolute roots.
+    Checks the current home and working directory verbatim and, with ``patterns``, common absolute roots
+    (``/home/...``, ``/tmp/...``; off for free text such as a model card, which may quote other machines).
     """
     roots = {str(Path.home()), os.getcwd(), *extra}
     roots = {r.rstrip("/") for r in roots if r and r not in ("/", "")}
@@ -87,7 +88,8 @@ def local_paths(doc, *, extra: tuple[str, ...] = ()) -> list[str]:
             for r in roots:
                 if r in v:
                     found.append(r)
-            found.extend(m.group(1) for m in _HOME.finditer(v))
+            if patterns:
+                found.extend(m.group(1) for m in _HOME.finditer(v))
 
     walk(doc)
     return sorted(set(found))
@@ -199,12 +201,20 @@ def reproduce_command(source: dict, settings: dict | None, out_name: str) -> str
         for key in ("query", "k", "samples", "dtype"):
             if s.get(key) not in (None, "auto") and not (key == "query" and s[key] == "last"):
                 parts += ["--" + key, str(s[key])]
+        for vid in s.get("visual_token_ids") or []:
+            parts += ["--visual-token-id", str(vid)]
+        if s.get("prompt_template"):
+            parts += ["--prompt-template", "PROMPT.txt"]
+            comment += f"  # PROMPT.txt: the prompt template with fingerprint {s['prompt_template']}"
         data = s.get("data") or {}
         if data.get("kind") == "dataset":
-            parts += ["--dataset", str(data.get("name")), "--split", str(data.get("split", "train"))]
+            parts += ["--dataset", str(data.get("name"))]
+            for key, default in (("split", "train"), ("image_column", "image"), ("question_column", "question")):
+                if data.get(key, default) != default:
+                    parts += ["--" + key.replace("_", "-"), str(data[key])]
         elif data.get("kind") == "jsonl":
             parts += ["--data", "DATA.jsonl"]
-            comment = f"  # DATA.jsonl: your copy of the calibration file with fingerprint {data.get('fingerprint')}"
+            comment += f"  # DATA.jsonl: your copy of the calibration file with fingerprint {data.get('fingerprint')}"
     if s.get("verify") and s["verify"] != "full":
         parts += ["--verify", str(s["verify"])]
     parts += ["-o", out_name]

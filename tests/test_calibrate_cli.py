@@ -318,3 +318,9 @@ def test_heads_compare_two_calibrations(calibrated, tmp_path):
     assert out["jaccard"] == pytest.approx((n - 1) / (n + 1))
     text = _run("heads", calibrated, "--compare", b).output
     assert "Jaccard" in text and "only in b.json (1)" in text
+
+
+def test_out_naming_a_folder_is_refused(tiny_fp32, tmp_path):
+    res = _run("calibrate", tiny_fp32, "--preset", "demo", "--samples", "2", "-o", f"{tmp_path}/new/", "-q")
+    assert res.exit_code == 2 and "names a folder" in res.output
+    assert not (tmp_path / "new").exists()

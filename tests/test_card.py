@@ -287,3 +287,15 @@ def test_card_of_a_real_bake(tiny_bf16, tmp_path):
     assert "2 of its 16 attention heads" in body
     assert "**Tensor level: passed.**" in body and "2 of 2 edited `o_proj` weights equal the fold" in body
     assert "model-level comparison (hooked base vs this checkpoint, by logits) was not run" in body
+
+
+def test_reproduce_names_prompt_and_token_ids_by_fingerprint_never_by_path():
+    from headbake.record import reproduce_command
+
+    cmd = reproduce_command({"id": "/home/alice/models/vlm", "revision": None},
+                            {"preset": "default", "visual_token_ids": [7, 9], "prompt_template": "ab12",
+                             "data": {"kind": "dataset", "name": "org/set", "split": "train",
+                                      "image_column": "img", "question_column": "question"}}, "out")
+    assert "/home/alice" not in cmd and "headbake convert vlm " in cmd
+    assert "--visual-token-id 7 --visual-token-id 9" in cmd and "--prompt-template PROMPT.txt" in cmd
+    assert "fingerprint ab12" in cmd and "--dataset org/set --image-column img -o out" in cmd

@@ -316,3 +316,24 @@ def test_gains_file_and_verify_modes(converted, tmp_path, home):
     rec = json.loads((tmp_path / "n" / "headbake.json").read_text())
     assert rec["verification"] is None
     assert "not been verified" in (tmp_path / "n" / "README.md").read_text()
+
+
+def test_gains_from_a_baked_dir_and_ignored_flags_refused(converted, tmp_path, home):
+    out, _ = converted
+    r = run("convert", "demo", "--gains", out, "--verify", "none", "-o", tmp_path / "d", "-q")
+    assert r.exit_code == 0, r.output  # a baked directory's gains, as the help says
+    r = CliRunner().invoke(main, ["convert", "demo", "--gains", str(out), "--samples", "4", "-o", str(tmp_path / "e")])
+    assert r.exit_code == 2 and "--samples would be ignored" in r.output
+    assert not (tmp_path / "e").exists()
+
+
+def test_reuse_keeps_each_stage_key(converted, home):
+    out, _ = converted
+    state = out.parent / ".demo-headbake.headbake-work" / "state.json"
+    before = json.loads(state.read_text())
+    r = run("convert", "demo", "--preset", "default", "--out", out, *FAST, "--json")
+    assert json.loads(r.stdout)["reused"] is True
+    after = json.loads(state.read_text())
+    assert {k: after[k] for k in ("calibrate", "bake", "verify")} == {k: before[k] for k in ("calibrate", "bake",
+                                                                                              "verify")}
+    assert len({after["calibrate"], after["bake"], after["verify"]}) == 3

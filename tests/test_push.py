@@ -445,3 +445,11 @@ def test_a_record_naming_local_paths_is_not_published(baked, hub, env):
     with pytest.raises(HeadbakeError, match="names local paths"):
         publish(baked, "alice/m", endpoint=hub.url)
     assert not [q for q in hub.requests if "/commit/" in q.path]
+
+
+def test_a_card_naming_the_home_folder_is_not_published(baked, hub, env):
+    card = baked / "README.md"
+    card.write_text(card.read_text() + f"\nconverted from {Path.home()}/models/secret\n")
+    with pytest.raises(HeadbakeError, match="names local paths"):
+        publish(baked, "alice/m", endpoint=hub.url)
+    assert not [q for q in hub.requests if "/commit/" in q.path]

@@ -8,6 +8,7 @@ mergekit's ``options.py`` does for its merge settings).
 
 from __future__ import annotations
 
+import os
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -65,10 +66,19 @@ def calibration_fields(kw: dict) -> dict:
     return out
 
 
+class _OutPath(click.Path):
+    """A path that, for a file output, refuses a name ending in a separator (it would name a folder)."""
+
+    def convert(self, value, param, ctx):
+        if not self.dir_okay and isinstance(value, str) and value.endswith(("/", os.sep)):
+            self.fail(f"{value} names a folder; give the file to write", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def out_option(help_: str, required: bool = True, dir_okay: bool = False, file_okay: bool = True):
     """``-o/--out``, the same spelling on every command."""
     return click.option("--out", "-o", required=required, help=help_,
-                        type=click.Path(path_type=Path, dir_okay=dir_okay, file_okay=file_okay))
+                        type=_OutPath(path_type=Path, dir_okay=dir_okay, file_okay=file_okay))
 
 
 def revision_option(fn):

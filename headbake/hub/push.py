@@ -151,6 +151,11 @@ def check_publishable(folder: str | os.PathLike, *, allow_unbaked: bool = False,
         leaks = local_paths(rec)
         if leaks:
             raise HeadbakeError(f"{record} names local paths ({', '.join(leaks[:2])}); refusing to publish them")
+    card = folder / CARD_FILE
+    if card.is_file():
+        leaks = local_paths(card.read_text(encoding="utf-8", errors="replace"), patterns=False)
+        if leaks:
+            raise HeadbakeError(f"{card} names local paths ({', '.join(leaks[:2])}); refusing to publish them")
     if not (folder / CARD_FILE).is_file():
         hint = "`headbake card DIR` renders it from headbake.json" if rec is not None else "write one first"
         raise HeadbakeError(f"{folder} has no {CARD_FILE} model card; {hint}")
