@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from headbake.data.prompts import chat_text
+from headbake.devices import input_device
 from headbake.errors import EnvironmentProblem, HeadbakeError, first_line
 from headbake.evaluate.arms import Arm, check_arms
 from headbake.evaluate.cache import ResultCache, digest, image_digest, model_fingerprint
@@ -297,7 +298,7 @@ class ForcedScorer:
 
     def run_batch(self, model, batch: list, keep_logprobs: bool = False):
         """``[RowResult]`` (arm left empty) for the rows at ``batch``; with ``keep_logprobs`` also ``[B, V]`` log-probs."""
-        inputs = _to_device(self.inputs(batch), _input_device(model))
+        inputs = _to_device(self.inputs(batch), input_device(model))
         kwargs = dict(inputs)
         kwargs["use_cache"] = False
         if _accepts(model, "logits_to_keep"):
@@ -357,7 +358,7 @@ def _end_ids(model, tokenizer) -> set:
 def generate_batch(model, processor, rows, settings: EvalSettings, question_text=None) -> list[RowResult]:
     """Greedy answers for ``rows`` in one left-padded batch (arm left empty)."""
     question_text = question_text or _default_question_text
-    inputs = _to_device(_processor_batch(processor, rows, settings, question_text), _input_device(model))
+    inputs = _to_device(_processor_batch(processor, rows, settings, question_text), input_device(model))
     tok = processor.tokenizer
     ends = _end_ids(model, tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else getattr(model.generation_config, "pad_token_id", None)
@@ -378,13 +379,6 @@ def generate_batch(model, processor, rows, settings: EvalSettings, question_text
 
 
 # ----------------------------------------------------------------------------- models
-def _input_device(model):
-    try:
-        return model.get_input_embeddings().weight.device
-    except (AttributeError, NotImplementedError):
-        return next(model.parameters()).device
-
-
 def _to_device(batch, device):
     return batch.to(device) if hasattr(batch, "to") else {k: v.to(device) for k, v in batch.items()}
 

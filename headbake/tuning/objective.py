@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from headbake.devices import input_device
 from headbake.errors import HeadbakeError
 from headbake.evaluate.arms import gains_digest
 from headbake.evaluate.rows import prompt_text as row_text
@@ -38,13 +39,6 @@ class DevResult:
     flags: dict = field(default_factory=dict)  # row id -> right?
     seconds: float = 0.0  # model time (0 for a remembered result)
     cached: bool = False
-
-
-def _device(model):
-    try:
-        return model.get_input_embeddings().weight.device
-    except (AttributeError, NotImplementedError):
-        return next(model.parameters()).device
 
 
 def _kl_rows(lp0, lp1):
@@ -86,7 +80,7 @@ class _NextToken:
         out = []
         for inputs in self._inputs:
             with torch.no_grad():
-                logits = model(**inputs.to(_device(model)), use_cache=False).logits[:, -1].float()
+                logits = model(**inputs.to(input_device(model)), use_cache=False).logits[:, -1].float()
             out.append(torch.log_softmax(logits, -1).cpu())
         return out
 
